@@ -1,0 +1,188 @@
+"""Project settings, read from the environment (12-factor).
+
+The embedded default needs no services: SQLite files and kombu's filesystem
+broker under ``var/``. Production sets ``DATABASE_URL`` (PostgreSQL) and
+``CELERY_BROKER_URL`` (Redis).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+VAR_DIR = Path(env.str("SAGAS_VAR_DIR", default=str(BASE_DIR / "var")))
+
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-dev-key-change-me")
+DEBUG = env.bool("DJANGO_DEBUG", default=True)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "sagas",
+    "inventory",
+    "payments",
+    "shipping",
+    "orders",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database(url: str) -> dict[str, object]:
+    """Return a Django database dict for ``url`` with per-engine options."""
+    config: dict[str, object] = env.db_url_config(url)
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # IMMEDIATE takes the write lock at BEGIN, so concurrent workers queue
+        # instead of failing with "database is locked" on lock upgrade.
+        config["OPTIONS"] = {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    else:
+        config["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    return config
+
+
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+_default_db_url = env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
+_sandbox_default = (
+    f"sqlite:///{VAR_DIR / 'sandbox.sqlite3'}"
+    if _default_db_url.startswith("sqlite")
+    else _default_db_url
+)
+DATABASES = {
+    "default": _database(_default_db_url),
+    # The sandbox payment gateway and carrier stand for services outside the
+    # application: they write through their own connection, so their ledgers
+    # commit independently of a saga step's transaction, as a real provider's would.
+    "sandbox": _database(env.str("SANDBOX_DATABASE_URL", default=_sandbox_default)),
+}
+DATABASE_ROUTERS = ["config.routers.SandboxRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+EMAIL_BACKEND = env.str(
+    "EMAIL_BACKEND", default="django.core.mail.backends.filebased.EmailBackend"
+)
+EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(VAR_DIR / "mail"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="shop@example.com")
+
+# --- Celery -----------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+BROKER_FOLDER = Path(env.str("SAGAS_BROKER_FOLDER", default=str(VAR_DIR / "broker")))
+if CELERY_BROKER_URL.startswith("filesystem"):
+    # kombu's filesystem transport needs its folders to exist.
+    (BROKER_FOLDER / "processed").mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+        "data_folder_in": str(BROKER_FOLDER),
+        "data_folder_out": str(BROKER_FOLDER),
+        "processed_folder": str(BROKER_FOLDER / "processed"),
+        "store_processed": False,
+        # The default 1 s poll moves about 2 messages/s.
+        "polling_interval": 0.02,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # An unacked message comes back only after this; it must exceed the
+        # longest broker countdown plus the longest step (SAGAS_* below).
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600),
+        "queue_order_strategy": "priority",
+        "sep": ":",
+        "priority_steps": list(range(10)),
+        # Bound publishing while the broker is down (celery#4296): the
+        # database is the source of truth and the sweeper re-sends.
+        "max_retries": 3,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 1,
+        "socket_timeout": 5,
+        "socket_connect_timeout": 5,
+    }
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 3,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 1,
+}
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = TIME_ZONE
+
+# --- Sagas ------------------------------------------------------------------
+# Seconds a dispatched step may wait for a worker before the sweeper sends it again.
+SAGAS_DISPATCH_LEASE = env.float("SAGAS_DISPATCH_LEASE", default=30.0)
+# Longest retry backoff sent as a broker countdown; longer ones wait in the database.
+SAGAS_MAX_BROKER_COUNTDOWN = env.float("SAGAS_MAX_BROKER_COUNTDOWN", default=5.0)
+SAGAS_COMPENSATION_MAX_ATTEMPTS = env.int("SAGAS_COMPENSATION_MAX_ATTEMPTS", default=10)
+SAGAS_MAX_DELIVERIES = env.int("SAGAS_MAX_DELIVERIES", default=5)
+SAGAS_SWEEP_BATCH = env.int("SAGAS_SWEEP_BATCH", default=200)
+SAGAS_SWEEP_INTERVAL = env.float("SAGAS_SWEEP_INTERVAL", default=2.0)
+SAGAS_STUCK_AFTER = env.float("SAGAS_STUCK_AFTER", default=300.0)
+
+# --- Logging ----------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_FORMAT = env.str("LOG_FORMAT", default="console")  # "json" in production
+LOGGING_CONFIG = None
+
+from config.logging import configure_logging  # noqa: E402
+
+configure_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)

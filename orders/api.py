@@ -1,0 +1,132 @@
+"""HTTP API for guest checkout and order tracking."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from uuid import UUID
+
+import pycountry
+from django.http import HttpRequest, HttpResponse
+from ninja import Field, Header, Router, Schema
+from ninja.errors import HttpError
+from pydantic import ConfigDict, StrictInt, field_validator
+
+from inventory.services import UnknownSku
+from orders.selectors import order_get
+from orders.services import IdempotencyConflict, LineRequest, checkout
+from sagas.selectors import saga_summary
+
+router = Router(tags=["orders"])
+
+
+class _Strict(Schema):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ItemIn(_Strict):
+    sku: str = Field(min_length=1, max_length=64)
+    quantity: StrictInt = Field(ge=1, le=1000)
+
+
+class AddressIn(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    line1: str = Field(min_length=1, max_length=200)
+    city: str = Field(min_length=1, max_length=100)
+    postal_code: str = Field(min_length=1, max_length=20)
+    country: str = Field(min_length=2, max_length=2, description="ISO 3166-1 alpha-2")
+
+    @field_validator("country")
+    @classmethod
+    def _iso_country(cls, value: str) -> str:
+        if pycountry.countries.get(alpha_2=value.upper()) is None:
+            raise ValueError("not an ISO 3166-1 alpha-2 country code")
+        return value.upper()
+
+
+class OrderIn(_Strict):
+    customer_id: str = Field(min_length=1, max_length=100)
+    items: list[ItemIn] = Field(min_length=1, max_length=50)
+    payment_token: str = Field(min_length=1, max_length=100)
+    shipping_address: AddressIn
+
+
+class StepOut(Schema):
+    name: str
+    status: str
+    attempts: int
+    compensation: str
+    compensation_attempts: int
+
+
+class OrderOut(Schema):
+    id: UUID
+    status: Literal["pending", "confirmed", "failed"]
+    failure_reason: str
+    total_cents: int
+    currency: str
+    saga_id: UUID | None
+    saga_status: str | None
+    steps: list[StepOut]
+
+
+class ErrorOut(Schema):
+    detail: str
+    errors: list[dict[str, Any]] = []
+
+
+def _order_out(order: Any) -> dict[str, Any]:
+    summary = saga_summary(order.saga_id) if order.saga_id else None
+    return {
+        "id": order.pk,
+        "status": order.status,
+        "failure_reason": order.failure_reason,
+        "total_cents": order.total_cents,
+        "currency": order.currency,
+        "saga_id": order.saga_id,
+        "saga_status": summary["status"] if summary else None,
+        "steps": summary["steps"] if summary else [],
+    }
+
+
+@router.post(
+    "/",
+    response={202: OrderOut, 400: ErrorOut, 409: ErrorOut},
+    url_name="order-create",
+)
+def create_order(
+    request: HttpRequest,
+    response: HttpResponse,
+    payload: OrderIn,
+    idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200),
+) -> tuple[int, dict[str, Any]]:
+    """Place a guest order; it is fulfilled asynchronously by the order saga."""
+    try:
+        order, created = checkout(
+            customer_id=payload.customer_id,
+            lines=[LineRequest(sku=i.sku, quantity=i.quantity) for i in payload.items],
+            payment_token=payload.payment_token,
+            shipping_address=payload.shipping_address.model_dump(),
+            idempotency_key=idempotency_key or None,
+        )
+    except UnknownSku as exc:
+        return 400, {
+            "detail": str(exc),
+            "errors": [{"field": "items", "message": str(exc), "skus": exc.skus}],
+        }
+    except IdempotencyConflict as exc:
+        return 409, {
+            "detail": str(exc),
+            "errors": [{"field": "Idempotency-Key", "message": str(exc)}],
+        }
+    if not created:
+        response["Idempotent-Replayed"] = "true"
+    return 202, _order_out(order)
+
+
+@router.get("/{uuid:order_id}/", response=OrderOut, url_name="order-detail")
+def get_order(request: HttpRequest, order_id: UUID) -> dict[str, Any]:
+    """Return an order with its saga's progress."""
+    order = order_get(order_id=order_id)
+    if order is None:
+        raise HttpError(404, "order not found")
+    return _order_out(order)

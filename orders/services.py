@@ -1,0 +1,161 @@
+"""Writes to orders: checkout, and the status changes the order saga drives."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.db.models.functions import Now
+
+from inventory.selectors import products_by_sku
+from inventory.services import UnknownSku
+from orders.models import Order, OrderLine, OrderStatus
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key was already used for a different request."""
+
+
+@dataclass(frozen=True)
+class LineRequest:
+    sku: str
+    quantity: int
+
+
+def _fingerprint(payload: dict[str, Any]) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def checkout(
+    *,
+    customer_id: str,
+    lines: Sequence[LineRequest],
+    payment_token: str,
+    shipping_address: dict[str, str],
+    idempotency_key: str | None = None,
+) -> tuple[Order, bool]:
+    """Create an order and start its saga in one transaction.
+
+    Return ``(order, created)``; a repeated request under the same idempotency
+    key returns the first order with ``created=False``.
+    """
+    fingerprint = _fingerprint(
+        {
+            "customer_id": customer_id,
+            "lines": [[line.sku, line.quantity] for line in lines],
+            "payment_token": payment_token,
+            "shipping_address": shipping_address,
+        }
+    )
+    if idempotency_key:
+        existing = _replay(idempotency_key, fingerprint)
+        if existing is not None:
+            return existing, False
+    try:
+        with transaction.atomic():
+            order = _create(
+                customer_id=customer_id,
+                lines=lines,
+                payment_token=payment_token,
+                shipping_address=shipping_address,
+                idempotency_key=idempotency_key,
+                fingerprint=fingerprint,
+            )
+    except IntegrityError:
+        # A concurrent request with the same key won the race.
+        if idempotency_key:
+            existing = _replay(idempotency_key, fingerprint)
+            if existing is not None:
+                return existing, False
+        raise
+    return order, True
+
+
+def _replay(idempotency_key: str, fingerprint: str) -> Order | None:
+    existing = Order.objects.filter(idempotency_key=idempotency_key).first()
+    if existing is not None and existing.request_fingerprint != fingerprint:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was already used with a different request body"
+        )
+    return existing
+
+
+def _create(
+    *,
+    customer_id: str,
+    lines: Sequence[LineRequest],
+    payment_token: str,
+    shipping_address: dict[str, str],
+    idempotency_key: str | None,
+    fingerprint: str,
+) -> Order:
+    from orders.sagas import order_saga_start
+
+    products = products_by_sku(line.sku for line in lines)
+    missing = {line.sku for line in lines} - set(products)
+    if missing:
+        raise UnknownSku(missing)
+    total = sum(products[line.sku].price_cents * line.quantity for line in lines)
+    order = Order.objects.create(
+        customer_id=customer_id,
+        total_cents=total,
+        payment_token=payment_token,
+        shipping_address=shipping_address,
+        idempotency_key=idempotency_key or None,
+        request_fingerprint=fingerprint,
+    )
+    OrderLine.objects.bulk_create(
+        OrderLine(
+            order=order,
+            sku=line.sku,
+            quantity=line.quantity,
+            unit_price_cents=products[line.sku].price_cents,
+        )
+        for line in lines
+    )
+    order.saga_id = order_saga_start(order, [(line.sku, line.quantity) for line in lines])
+    order.save(update_fields=["saga_id"])
+    return order
+
+
+def order_confirm(*, order_id: UUID | str) -> None:
+    """Mark the order confirmed (its saga completed)."""
+    Order.objects.filter(pk=order_id, status=OrderStatus.PENDING).update(
+        status=OrderStatus.CONFIRMED, updated_at=Now()
+    )
+
+
+def order_fail(*, order_id: UUID | str, reason: str) -> None:
+    """Mark the order failed with a reason the customer can read."""
+    Order.objects.filter(pk=order_id, status=OrderStatus.PENDING).update(
+        status=OrderStatus.FAILED, failure_reason=reason, updated_at=Now()
+    )
+
+
+@transaction.atomic
+def order_send_confirmation(*, order_id: UUID | str) -> bool:
+    """Email the order confirmation once; return False if it was already sent."""
+    order = Order.objects.select_for_update().get(pk=order_id)
+    if order.confirmation_sent_at is not None:
+        return False
+    lines = "\n".join(f"  {line.quantity} x {line.sku}" for line in order.lines.all())
+    send_mail(
+        subject=f"Order {order.id} confirmed",
+        message=(
+            f"Thank you for your order.\n\n{lines}\n\n"
+            f"Total: {order.total_cents / 100:.2f} {order.currency}\n"
+        ),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        recipient_list=[f"{order.customer_id}@customers.example.com"],
+    )
+    order.confirmation_sent_at = Now()  # type: ignore[assignment]
+    order.save(update_fields=["confirmation_sent_at"])
+    return True

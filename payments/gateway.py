@@ -1,0 +1,136 @@
+"""The sandbox payment gateway.
+
+Tokens behave as documented: ``tok_visa`` succeeds, ``tok_chargeDeclined`` is a
+permanent decline, ``tok_processingError`` fails transiently on its first attempt
+and succeeds on the next. Charges and refunds are idempotent by key, and a refund
+that arrives before its charge voids the key, so a late charge cannot capture.
+"""
+
+from __future__ import annotations
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.db.models.functions import Now
+
+from config.routers import SANDBOX_ALIAS
+from payments.models import (
+    GatewayCharge,
+    GatewayChargeStatus,
+    GatewayFault,
+    GatewayLedgerEntry,
+)
+
+TOKEN_OK = "tok_visa"
+TOKEN_DECLINED = "tok_chargeDeclined"
+TOKEN_PROCESSING_ERROR = "tok_processingError"
+KNOWN_TOKENS = frozenset({TOKEN_OK, TOKEN_DECLINED, TOKEN_PROCESSING_ERROR})
+
+
+class GatewayError(Exception):
+    """Base class for gateway answers other than success."""
+
+
+class CardDeclined(GatewayError):
+    """Permanent: the issuer refused the charge."""
+
+
+class ChargeVoided(GatewayError):
+    """Permanent: the key was refunded before it was ever charged."""
+
+
+class GatewayUnavailable(GatewayError):
+    """Transient: try again later."""
+
+
+def _fault(operation: str) -> None:
+    """Raise GatewayUnavailable if a fault is injected for ``operation``."""
+    with transaction.atomic(using=SANDBOX_ALIAS):
+        fault = (
+            GatewayFault.objects.select_for_update()
+            .filter(operation=operation)
+            .exclude(remaining=0)
+            .first()
+        )
+        if fault is None:
+            return
+        if fault.remaining > 0:
+            GatewayFault.objects.filter(pk=fault.pk).update(remaining=F("remaining") - 1)
+    raise GatewayUnavailable(fault.message)
+
+
+def _charge_row(key: str, token: str, amount_cents: int) -> GatewayCharge:
+    try:
+        with transaction.atomic(using=SANDBOX_ALIAS):
+            charge, _ = GatewayCharge.objects.get_or_create(
+                key=key,
+                defaults={
+                    "token": token,
+                    "amount_cents": amount_cents,
+                    "status": GatewayChargeStatus.PENDING,
+                },
+            )
+    except IntegrityError:  # a concurrent call with the same key created it
+        charge = GatewayCharge.objects.get(key=key)
+    return charge
+
+
+def charge(*, key: str, token: str, amount_cents: int) -> str:
+    """Capture ``amount_cents``; return the charge id. Same key, same charge."""
+    _fault("charge")
+    _charge_row(key, token, amount_cents)
+    transient = False
+    with transaction.atomic(using=SANDBOX_ALIAS):
+        row = GatewayCharge.objects.select_for_update().get(key=key)
+        if row.status in (GatewayChargeStatus.CAPTURED, GatewayChargeStatus.REFUNDED):
+            return f"ch_{row.pk}"
+        if row.status == GatewayChargeStatus.VOIDED:
+            raise ChargeVoided("this payment was cancelled before it was captured")
+        if token not in KNOWN_TOKENS or token == TOKEN_DECLINED:
+            row.status = GatewayChargeStatus.DECLINED
+            row.save(update_fields=["status"])
+        elif token == TOKEN_PROCESSING_ERROR and row.processing_errors == 0:
+            GatewayCharge.objects.filter(pk=row.pk).update(
+                processing_errors=1, status=GatewayChargeStatus.ERRORED
+            )
+            transient = True
+        else:
+            GatewayCharge.objects.filter(pk=row.pk).update(
+                status=GatewayChargeStatus.CAPTURED, amount_cents=amount_cents, updated_at=Now()
+            )
+            GatewayLedgerEntry.objects.create(charge=row, amount_cents=amount_cents)
+            return f"ch_{row.pk}"
+    # Raised after the block so the gateway's own record of the call commits.
+    if transient:
+        raise GatewayUnavailable("processing error, please retry")
+    raise CardDeclined("the card was declined")
+
+
+def refund(*, key: str) -> int:
+    """Refund the charge made with ``key``; return the amount refunded now (0 if none)."""
+    _fault("refund")
+    with transaction.atomic(using=SANDBOX_ALIAS):
+        row = GatewayCharge.objects.select_for_update().filter(key=key).first()
+        if row is None:
+            try:
+                with transaction.atomic(using=SANDBOX_ALIAS):
+                    GatewayCharge.objects.create(
+                        key=key, token="", amount_cents=0, status=GatewayChargeStatus.VOIDED
+                    )
+            except IntegrityError:
+                return refund(key=key)
+            return 0
+        if row.status == GatewayChargeStatus.CAPTURED:
+            GatewayCharge.objects.filter(pk=row.pk).update(
+                status=GatewayChargeStatus.REFUNDED, updated_at=Now()
+            )
+            GatewayLedgerEntry.objects.create(charge=row, amount_cents=-row.amount_cents)
+            return row.amount_cents
+        if row.status in (
+            GatewayChargeStatus.PENDING,
+            GatewayChargeStatus.ERRORED,
+            GatewayChargeStatus.DECLINED,
+        ):
+            GatewayCharge.objects.filter(pk=row.pk).update(
+                status=GatewayChargeStatus.VOIDED, updated_at=Now()
+            )
+        return 0

@@ -1,0 +1,35 @@
+"""Engine settings with their defaults, read when used (never at import)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from sagas.definition import RetryPolicy
+
+DEFAULTS: dict[str, float | int] = {
+    "SAGAS_DISPATCH_LEASE": 30.0,
+    "SAGAS_MAX_BROKER_COUNTDOWN": 5.0,
+    "SAGAS_COMPENSATION_MAX_ATTEMPTS": 10,
+    "SAGAS_COMPENSATION_BACKOFF": 0.5,
+    "SAGAS_COMPENSATION_MAX_BACKOFF": 60.0,
+    "SAGAS_MAX_DELIVERIES": 5,
+    "SAGAS_SWEEP_BATCH": 200,
+    "SAGAS_SWEEP_INTERVAL": 2.0,
+    "SAGAS_STUCK_AFTER": 300.0,
+    # Seconds between a step's soft time limit and the hard kill of its worker.
+    "SAGAS_HARD_LIMIT_GRACE": 10.0,
+}
+
+
+def get(name: str) -> float:
+    """Return the setting ``name`` or its default."""
+    return float(getattr(settings, name, DEFAULTS[name]))
+
+
+def compensation_policy() -> RetryPolicy:
+    """Return the retry policy that every compensation follows."""
+    return RetryPolicy(
+        max_attempts=int(get("SAGAS_COMPENSATION_MAX_ATTEMPTS")),
+        backoff=get("SAGAS_COMPENSATION_BACKOFF"),
+        max_backoff=get("SAGAS_COMPENSATION_MAX_BACKOFF"),
+    )

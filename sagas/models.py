@@ -1,0 +1,126 @@
+"""Saga rows: the instance, one row per step attempt, and the event timeline."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Now
+
+from sagas.states import (
+    ACTIVE_SAGA_STATUSES,
+    AttemptKind,
+    AttemptStatus,
+    SagaStatus,
+)
+
+_ACTIVE = Q(status__in=ACTIVE_SAGA_STATUSES)
+
+
+class Saga(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    definition = models.CharField(max_length=100)
+    version = models.PositiveIntegerField()
+    business_key = models.CharField(max_length=200, unique=True)
+    status = models.CharField(
+        max_length=16, choices=SagaStatus.choices, default=SagaStatus.PENDING
+    )
+    context = models.JSONField(default=dict, blank=True)
+    # Index into the definition's steps: the step running, or being compensated.
+    current_step = models.PositiveSmallIntegerField(default=0)
+    current_attempt = models.ForeignKey(
+        "StepAttempt",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+    )
+    # When the sweeper must next look at this saga (a deadline, a lease or a backoff).
+    wake_at = models.DateTimeField(null=True, blank=True)
+    # Why the saga left the happy path: the failing step and its error.
+    failed_step = models.CharField(max_length=100, blank=True)
+    error = models.TextField(blank=True)
+    # The most recent failure of any attempt: why a failed saga is parked.
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            # Partial indexes cover only live sagas, so they stay small however
+            # many finished sagas accumulate.
+            models.Index(fields=["wake_at"], condition=_ACTIVE, name="saga_active_wake"),
+            models.Index(
+                fields=["updated_at"], condition=_ACTIVE, name="saga_active_updated"
+            ),
+            models.Index(fields=["status", "-created_at"], name="saga_status_created"),
+            models.Index(fields=["definition", "-created_at"], name="saga_def_created"),
+            models.Index(fields=["-created_at"], name="saga_created"),
+        ]
+        permissions = [
+            ("retry_saga", "Can retry a saga's failed step or compensation"),
+            ("resume_saga", "Can resume a stuck saga"),
+            ("compensate_saga", "Can abort a saga and compensate it"),
+            ("resolve_saga", "Can mark a failed saga resolved"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.definition} {self.business_key} ({self.status})"
+
+
+class StepAttempt(models.Model):
+    saga = models.ForeignKey(Saga, on_delete=models.CASCADE, related_name="attempts")
+    step = models.CharField(max_length=100)
+    step_index = models.PositiveSmallIntegerField()
+    kind = models.CharField(max_length=16, choices=AttemptKind.choices)
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=AttemptStatus.choices)
+    # Deliveries counted only on broker redelivery, to park poison messages.
+    deliveries = models.PositiveIntegerField(default=0)
+    dispatches = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(db_default=Now())
+    not_before = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    error_type = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    result = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["saga", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["saga", "step", "kind", "number"], name="attempt_unique_number"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.step} {self.kind} #{self.number} ({self.status})"
+
+
+class SagaEvent(models.Model):
+    """An append-only record of one state change."""
+
+    saga = models.ForeignKey(Saga, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(db_default=Now())
+    # "engine", "sweeper", or "operator:<username>".
+    actor = models.CharField(max_length=150)
+    step = models.CharField(max_length=100, blank=True)
+    kind = models.CharField(max_length=16, blank=True)
+    attempt = models.PositiveIntegerField(null=True, blank=True)
+    old_status = models.CharField(max_length=16, blank=True)
+    new_status = models.CharField(max_length=16)
+    detail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["saga", "id"]
+
+    def __str__(self) -> str:
+        target = f"{self.step} {self.kind}".strip() or "saga"
+        return f"{target}: {self.old_status or '-'} -> {self.new_status}"
