@@ -126,6 +126,7 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         "data_folder_in": str(BROKER_FOLDER),
         "data_folder_out": str(BROKER_FOLDER),
         "processed_folder": str(BROKER_FOLDER / "processed"),
+        "control_folder": str(BROKER_FOLDER / "control"),
         "store_processed": False,
         # The default 1 s poll moves about 2 messages/s.
         "polling_interval": 0.02,
@@ -177,6 +178,8 @@ SAGAS_MAX_DELIVERIES = env.int("SAGAS_MAX_DELIVERIES", default=5)
 SAGAS_SWEEP_BATCH = env.int("SAGAS_SWEEP_BATCH", default=200)
 SAGAS_SWEEP_INTERVAL = env.float("SAGAS_SWEEP_INTERVAL", default=2.0)
 SAGAS_STUCK_AFTER = env.float("SAGAS_STUCK_AFTER", default=300.0)
+# Modules outside installed apps' ``sagas.py`` that register definitions.
+SAGAS_DEFINITION_MODULES = env.list("SAGAS_DEFINITION_MODULES", default=[])
 
 # --- Logging ----------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

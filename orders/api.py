@@ -7,7 +7,7 @@ from uuid import UUID
 
 import pycountry
 from django.http import HttpRequest, HttpResponse
-from ninja import Field, Header, Router, Schema
+from ninja import Field, Header, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import ConfigDict, StrictInt, field_validator
 
@@ -98,7 +98,7 @@ def create_order(
     response: HttpResponse,
     payload: OrderIn,
     idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200),
-) -> tuple[int, dict[str, Any]]:
+) -> Status[dict[str, Any]]:
     """Place a guest order; it is fulfilled asynchronously by the order saga."""
     try:
         order, created = checkout(
@@ -109,18 +109,24 @@ def create_order(
             idempotency_key=idempotency_key or None,
         )
     except UnknownSku as exc:
-        return 400, {
-            "detail": str(exc),
-            "errors": [{"field": "items", "message": str(exc), "skus": exc.skus}],
-        }
+        return Status(
+            400,
+            {
+                "detail": str(exc),
+                "errors": [{"field": "items", "message": str(exc), "skus": exc.skus}],
+            },
+        )
     except IdempotencyConflict as exc:
-        return 409, {
-            "detail": str(exc),
-            "errors": [{"field": "Idempotency-Key", "message": str(exc)}],
-        }
+        return Status(
+            409,
+            {
+                "detail": str(exc),
+                "errors": [{"field": "Idempotency-Key", "message": str(exc)}],
+            },
+        )
     if not created:
         response["Idempotent-Replayed"] = "true"
-    return 202, _order_out(order)
+    return Status(202, _order_out(order))
 
 
 @router.get("/{uuid:order_id}/", response=OrderOut, url_name="order-detail")

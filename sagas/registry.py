@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from importlib import import_module
+
+from django.conf import settings
 from django.utils.module_loading import autodiscover_modules
 
 from sagas.definition import SagaDefinition
@@ -39,5 +42,7 @@ def names() -> list[str]:
 
 
 def autodiscover() -> None:
-    """Import ``sagas`` modules of installed apps so they register."""
+    """Import ``sagas`` modules of installed apps, then SAGAS_DEFINITION_MODULES."""
     autodiscover_modules("sagas")
+    for module in getattr(settings, "SAGAS_DEFINITION_MODULES", ()):
+        import_module(module)

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.core.management import call_command
+from django.db import connections
+
+from tests.processes import Beat, Worker
+
+
+def _require_services() -> None:
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith("postgres") or not os.environ.get("CELERY_BROKER_URL", "").startswith(
+        "redis"
+    ):
+        pytest.fail(
+            "integration tests need PostgreSQL and Redis: run them with `make test` "
+            "(it starts both), or set DATABASE_URL and CELERY_BROKER_URL",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    path = Path(os.environ.get("SAGAS_TEST_ARTIFACTS", "test-artifacts"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def process_env(
+    django_db_setup: Any, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """Return the environment for worker and beat processes: the test database."""
+    _require_services()
+    db = connections["default"].settings_dict
+    url = (
+        f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    )
+    var = tmp_path_factory.mktemp("var")
+    redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).flushdb()
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "SANDBOX_DATABASE_URL": url,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "SAGAS_VAR_DIR": str(var),
+        "EMAIL_FILE_PATH": str(var / "mail"),
+        "LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory, artifacts_dir: Path) -> Path:
+    path = artifacts_dir / "logs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def worker(process_env: dict[str, str], log_dir: Path) -> Iterator[Worker]:
+    """A real Celery worker (prefork, 2 processes) shared by a test module."""
+    process = Worker("worker", process_env, log_dir).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def start_worker(process_env: dict[str, str], log_dir: Path) -> Iterator[Any]:
+    """Start extra workers (own env overrides) for one test; stop them after."""
+    started: list[Worker] = []
+
+    def start(name: str, *, concurrency: int = 2, **env: str) -> Worker:
+        process = Worker(name, {**process_env, **env}, log_dir, concurrency=concurrency)
+        started.append(process.start())
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def start_beat(process_env: dict[str, str], log_dir: Path) -> Iterator[Any]:
+    """Install the sweeper schedule and start celery-beat processes for one test."""
+    started: list[Beat] = []
+
+    def start(name: str = "beat", *, every: float = 1.0, **env: str) -> Beat:
+        call_command("install_sweepers", every=every, verbosity=0)
+        process = Beat(name, {**process_env, **env}, log_dir)
+        started.append(process.start())
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def catalogue(transactional_db: Any) -> None:
+    call_command("seed_catalog", stock=100, verbosity=0)
