@@ -14,7 +14,7 @@ from sagas.api import router as sagas_router
 api = NinjaAPI(
     title="Sagas shop",
     version="1.0",
-    description="Guest checkout run as a saga; order tracking; saga inspection for staff.",
+    description="Guest checkout run as a saga, order tracking, saga inspection.",
     openapi_url="/openapi.json",
     docs_url="/docs",
 )

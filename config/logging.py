@@ -36,7 +36,10 @@ def configure_logging(*, level: str, fmt: str) -> None:
                 },
             },
             "handlers": {
-                "console": {"class": "logging.StreamHandler", "formatter": "structured"},
+                "console": {
+                    "class": "logging.StreamHandler",
+                    "formatter": "structured",
+                },
             },
             "root": {"handlers": ["console"], "level": level},
             "loggers": {

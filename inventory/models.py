@@ -35,7 +35,9 @@ class Reservation(models.Model):
     product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="+")
     quantity = models.PositiveIntegerField()
     status = models.CharField(
-        max_length=16, choices=ReservationStatus.choices, default=ReservationStatus.RESERVED
+        max_length=16,
+        choices=ReservationStatus.choices,
+        default=ReservationStatus.RESERVED,
     )
     created_at = models.DateTimeField(db_default=Now())
     released_at = models.DateTimeField(null=True, blank=True)

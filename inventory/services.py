@@ -24,7 +24,9 @@ class OutOfStock(Exception):
 
 
 @transaction.atomic
-def stock_reserve(*, saga_id: UUID, items: Iterable[tuple[str, int]]) -> list[Reservation]:
+def stock_reserve(
+    *, saga_id: UUID, items: Iterable[tuple[str, int]]
+) -> list[Reservation]:
     """Reserve stock for a saga; reserving again for the same saga changes nothing."""
     existing = list(Reservation.objects.filter(saga_id=saga_id))
     if existing:

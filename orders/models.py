@@ -28,7 +28,9 @@ class Order(models.Model):
     payment_token = models.CharField(max_length=100)
     shipping_address = models.JSONField()
     saga_id = models.UUIDField(null=True, blank=True, unique=True)
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    idempotency_key = models.CharField(
+        max_length=200, null=True, blank=True, unique=True
+    )
     # sha256 of the request body, to tell a retry from a different order under one key.
     request_fingerprint = models.CharField(max_length=64, blank=True)
     confirmation_sent_at = models.DateTimeField(null=True, blank=True)
@@ -37,7 +39,9 @@ class Order(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["status", "-created_at"], name="order_status_created")]
+        indexes = [
+            models.Index(fields=["status", "-created_at"], name="order_status_created")
+        ]
 
     def __str__(self) -> str:
         return f"order {self.id} ({self.status})"

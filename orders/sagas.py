@@ -105,7 +105,9 @@ ORDER_SAGA = register(
         name="order_checkout",
         version=1,
         steps=(
-            Step("reserve_stock", reserve_stock, compensation=release_stock, timeout=30),
+            Step(
+                "reserve_stock", reserve_stock, compensation=release_stock, timeout=30
+            ),
             Step(
                 "charge_payment",
                 charge_payment,
@@ -113,7 +115,12 @@ ORDER_SAGA = register(
                 timeout=30,
                 retry=RetryPolicy(max_attempts=4, backoff=0.5),
             ),
-            Step("create_shipment", create_shipment, compensation=cancel_shipment, timeout=30),
+            Step(
+                "create_shipment",
+                create_shipment,
+                compensation=cancel_shipment,
+                timeout=30,
+            ),
             Step(
                 "send_confirmation",
                 send_confirmation,

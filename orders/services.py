@@ -121,7 +121,9 @@ def _create(
         )
         for line in lines
     )
-    order.saga_id = order_saga_start(order, [(line.sku, line.quantity) for line in lines])
+    order.saga_id = order_saga_start(
+        order, [(line.sku, line.quantity) for line in lines]
+    )
     order.save(update_fields=["saga_id"])
     return order
 

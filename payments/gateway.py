@@ -54,7 +54,9 @@ def _fault(operation: str) -> None:
         if fault is None:
             return
         if fault.remaining > 0:
-            GatewayFault.objects.filter(pk=fault.pk).update(remaining=F("remaining") - 1)
+            GatewayFault.objects.filter(pk=fault.pk).update(
+                remaining=F("remaining") - 1
+            )
     raise GatewayUnavailable(fault.message)
 
 
@@ -95,7 +97,9 @@ def charge(*, key: str, token: str, amount_cents: int) -> str:
             transient = True
         else:
             GatewayCharge.objects.filter(pk=row.pk).update(
-                status=GatewayChargeStatus.CAPTURED, amount_cents=amount_cents, updated_at=Now()
+                status=GatewayChargeStatus.CAPTURED,
+                amount_cents=amount_cents,
+                updated_at=Now(),
             )
             GatewayLedgerEntry.objects.create(charge=row, amount_cents=amount_cents)
             return f"ch_{row.pk}"
@@ -106,7 +110,7 @@ def charge(*, key: str, token: str, amount_cents: int) -> str:
 
 
 def refund(*, key: str) -> int:
-    """Refund the charge made with ``key``; return the amount refunded now (0 if none)."""
+    """Refund the charge made with ``key``; return the amount refunded (0: none)."""
     _fault("refund")
     with transaction.atomic(using=SANDBOX_ALIAS):
         row = GatewayCharge.objects.select_for_update().filter(key=key).first()
@@ -114,7 +118,10 @@ def refund(*, key: str) -> int:
             try:
                 with transaction.atomic(using=SANDBOX_ALIAS):
                     GatewayCharge.objects.create(
-                        key=key, token="", amount_cents=0, status=GatewayChargeStatus.VOIDED
+                        key=key,
+                        token="",
+                        amount_cents=0,
+                        status=GatewayChargeStatus.VOIDED,
                     )
             except IntegrityError:
                 return refund(key=key)
@@ -123,7 +130,9 @@ def refund(*, key: str) -> int:
             GatewayCharge.objects.filter(pk=row.pk).update(
                 status=GatewayChargeStatus.REFUNDED, updated_at=Now()
             )
-            GatewayLedgerEntry.objects.create(charge=row, amount_cents=-row.amount_cents)
+            GatewayLedgerEntry.objects.create(
+                charge=row, amount_cents=-row.amount_cents
+            )
             return row.amount_cents
         if row.status in (
             GatewayChargeStatus.PENDING,

@@ -73,7 +73,9 @@ class GatewayLedgerEntry(models.Model):
 
     sandbox_provider = True
 
-    charge = models.ForeignKey(GatewayCharge, on_delete=models.PROTECT, related_name="+")
+    charge = models.ForeignKey(
+        GatewayCharge, on_delete=models.PROTECT, related_name="+"
+    )
     amount_cents = models.IntegerField()
     created_at = models.DateTimeField(db_default=Now())
 

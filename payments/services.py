@@ -13,13 +13,20 @@ from payments.models import Payment, PaymentStatus
 
 @transaction.atomic
 def payment_charge(
-    *, idempotency_key: str, saga_id: UUID, reference: str, amount_cents: int, token: str
+    *,
+    idempotency_key: str,
+    saga_id: UUID,
+    reference: str,
+    amount_cents: int,
+    token: str,
 ) -> Payment:
     """Charge the customer once per key; a repeated call returns the same payment."""
     existing = Payment.objects.filter(idempotency_key=idempotency_key).first()
     if existing is not None:
         return existing
-    charge_id = gateway.charge(key=idempotency_key, token=token, amount_cents=amount_cents)
+    charge_id = gateway.charge(
+        key=idempotency_key, token=token, amount_cents=amount_cents
+    )
     return Payment.objects.create(
         idempotency_key=idempotency_key,
         saga_id=saga_id,
@@ -37,7 +44,9 @@ def payment_refund(*, charge_key: str) -> Payment | None:
     Also safe when the charge never happened or is still in flight: the gateway
     voids the key so a late charge cannot capture.
     """
-    payment = Payment.objects.select_for_update().filter(idempotency_key=charge_key).first()
+    payment = (
+        Payment.objects.select_for_update().filter(idempotency_key=charge_key).first()
+    )
     gateway.refund(key=charge_key)
     if payment is not None and payment.status == PaymentStatus.CAPTURED:
         payment.status = PaymentStatus.REFUNDED

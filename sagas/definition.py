@@ -68,7 +68,9 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """Return the seconds to wait before attempt number ``attempt`` (>= 2)."""
-        base = min(self.backoff * self.multiplier ** max(attempt - 2, 0), self.max_backoff)
+        base = min(
+            self.backoff * self.multiplier ** max(attempt - 2, 0), self.max_backoff
+        )
         # "Equal jitter": keeps at least half the backoff so retries stay spaced,
         # randomises the rest so a burst of failures does not retry in lockstep.
         return base / 2 + random.uniform(0, base / 2) if self.jitter else base

@@ -56,5 +56,8 @@ def _send(
     except Exception:
         # The attempt's wake_at makes the sweeper send it again.
         log.warning(
-            "step.dispatch_failed", saga_id=saga_id, attempt_id=attempt_id, exc_info=True
+            "step.dispatch_failed",
+            saga_id=saga_id,
+            attempt_id=attempt_id,
+            exc_info=True,
         )

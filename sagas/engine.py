@@ -236,7 +236,9 @@ def _mark_dispatched(attempt: StepAttempt, *, delay: float, timeout: float) -> N
 # --- executing ----------------------------------------------------------------
 
 
-def step_execute(saga_id: UUID | str, attempt_id: int, *, redelivered: bool = False) -> str:
+def step_execute(
+    saga_id: UUID | str, attempt_id: int, *, redelivered: bool = False
+) -> str:
     """Run one step action or compensation; return what happened, for logs.
 
     A message for an attempt that is no longer the saga's current one, or that
@@ -262,7 +264,9 @@ def step_execute(saga_id: UUID | str, attempt_id: int, *, redelivered: bool = Fa
         if saga.status == SagaStatus.PENDING:
             tx.saga_status(SagaStatus.RUNNING)
         attempt.started_at = saga.db_now  # type: ignore[attr-defined]
-        function = step.action if attempt.kind == AttemptKind.ACTION else step.compensation
+        function = (
+            step.action if attempt.kind == AttemptKind.ACTION else step.compensation
+        )
         assert function is not None
         context = StepContext(
             saga_id=saga.pk,
@@ -304,12 +308,22 @@ def _finish_attempt(
     tx.attempt_status(attempt, status, detail=detail)
     attempt.finished_at = Now()  # type: ignore[assignment]
     attempt.save(
-        update_fields=["status", "started_at", "finished_at", "error", "error_type", "result"]
+        update_fields=[
+            "status",
+            "started_at",
+            "finished_at",
+            "error",
+            "error_type",
+            "result",
+        ]
     )
 
 
 def _succeed(
-    tx: _Transaction, definition: SagaDefinition, attempt: StepAttempt, result: dict[str, Any]
+    tx: _Transaction,
+    definition: SagaDefinition,
+    attempt: StepAttempt,
+    result: dict[str, Any],
 ) -> None:
     attempt.result = result or None
     _finish_attempt(tx, attempt, AttemptStatus.SUCCEEDED)
@@ -318,7 +332,13 @@ def _succeed(
     if attempt.kind == AttemptKind.COMPENSATION:
         _compensate_from(tx, definition, attempt.step_index - 1)
     elif attempt.step_index + 1 < len(definition.steps):
-        _advance(tx, definition, index=attempt.step_index + 1, kind=AttemptKind.ACTION, number=1)
+        _advance(
+            tx,
+            definition,
+            index=attempt.step_index + 1,
+            kind=AttemptKind.ACTION,
+            number=1,
+        )
     else:
         tx.saga_status(SagaStatus.COMPLETED)
         _close(tx)
@@ -348,7 +368,11 @@ def _fail(
     attempt.error_type = f"{type(exc).__module__}.{type(exc).__qualname__}"
     _finish_attempt(tx, attempt, status, detail=message)
     transient = timed_out or policy.is_transient(exc)
-    if transient and not isinstance(exc, PoisonMessage) and policy.allows(attempt.number + 1):
+    if (
+        transient
+        and not isinstance(exc, PoisonMessage)
+        and policy.allows(attempt.number + 1)
+    ):
         _advance(
             tx,
             definition,
@@ -368,15 +392,21 @@ def _fail(
     tx.saga_status(SagaStatus.COMPENSATING, detail=f"{step.name}: {message}")
     # A step that timed out, crashed or kept failing transiently may have done
     # part of its work: undo it too. A clean permanent failure changed nothing.
-    uncertain = transient or isinstance(exc, PoisonMessage) or getattr(exc, "partial", False)
-    _compensate_from(tx, definition, attempt.step_index if uncertain else attempt.step_index - 1)
+    uncertain = (
+        transient or isinstance(exc, PoisonMessage) or getattr(exc, "partial", False)
+    )
+    _compensate_from(
+        tx, definition, attempt.step_index if uncertain else attempt.step_index - 1
+    )
 
 
 def _compensate_from(tx: _Transaction, definition: SagaDefinition, index: int) -> None:
-    """Start the compensation of the nearest compensatable step at or before ``index``."""
+    """Compensate the nearest compensatable step at or before ``index``."""
     for candidate in range(index, -1, -1):
         if definition.step(candidate).compensation is not None:
-            _advance(tx, definition, index=candidate, kind=AttemptKind.COMPENSATION, number=1)
+            _advance(
+                tx, definition, index=candidate, kind=AttemptKind.COMPENSATION, number=1
+            )
             return
     tx.saga_status(SagaStatus.COMPENSATED)
     _close(tx)
@@ -487,21 +517,33 @@ def _wake(saga: Saga) -> None:
         if saga.status == SagaStatus.PENDING:
             tx.saga_status(SagaStatus.RUNNING)
         step = definition.step(attempt.step_index)
-        _fail(tx, definition, attempt, StepTimedOut(f"no result within {step.timeout}s"))
+        _fail(
+            tx, definition, attempt, StepTimedOut(f"no result within {step.timeout}s")
+        )
     elif attempt.status == AttemptStatus.DISPATCHED:
         _redispatch(tx, definition, attempt, now=now)
     tx.commit()
 
 
-def _dispatch_now(tx: _Transaction, definition: SagaDefinition, attempt: StepAttempt) -> None:
+def _dispatch_now(
+    tx: _Transaction, definition: SagaDefinition, attempt: StepAttempt
+) -> None:
     step = definition.step(attempt.step_index)
     tx.attempt_status(attempt, AttemptStatus.DISPATCHED)
     _mark_dispatched(attempt, delay=0, timeout=step.timeout)
     attempt.save(
-        update_fields=["status", "dispatches", "dispatched_at", "not_before", "deadline_at"]
+        update_fields=[
+            "status",
+            "dispatches",
+            "dispatched_at",
+            "not_before",
+            "deadline_at",
+        ]
     )
     tx.set(wake_at=_db_in(min(conf.get("SAGAS_DISPATCH_LEASE"), step.timeout)))
-    send_on_commit(tx.saga.pk, attempt.pk, timeout=step.timeout, countdown=0, first=False)
+    send_on_commit(
+        tx.saga.pk, attempt.pk, timeout=step.timeout, countdown=0, first=False
+    )
 
 
 def _redispatch(
@@ -513,7 +555,9 @@ def _redispatch(
     wake = now + timedelta(seconds=conf.get("SAGAS_DISPATCH_LEASE"))
     tx.set(wake_at=min(wake, attempt.deadline_at))
     tx.note("re-sent: not finished within the lease", attempt=attempt)
-    send_on_commit(tx.saga.pk, attempt.pk, timeout=step.timeout, countdown=0, first=False)
+    send_on_commit(
+        tx.saga.pk, attempt.pk, timeout=step.timeout, countdown=0, first=False
+    )
 
 
 # --- operator actions ---------------------------------------------------------
@@ -542,7 +586,9 @@ def saga_retry(saga_id: UUID | str, *, actor: str, reason: str) -> Saga:
     with transaction.atomic():
         saga = _lock_for_operator(saga_id)
         if saga.status != SagaStatus.FAILED:
-            raise OperatorActionRefused(f"only a failed saga can be retried, not {saga.status}")
+            raise OperatorActionRefused(
+                f"only a failed saga can be retried, not {saga.status}"
+            )
         definition = registry.get(saga.definition)
         last = saga.attempts.order_by("-id").first()
         if last is None:
@@ -556,7 +602,11 @@ def saga_retry(saga_id: UUID | str, *, actor: str, reason: str) -> Saga:
         tx.saga_status(resumed, detail=f"retry: {reason}")
         tx.set(last_error="", finished_at=None)
         _advance(
-            tx, definition, index=last.step_index, kind=last.kind, number=last.number + 1
+            tx,
+            definition,
+            index=last.step_index,
+            kind=last.kind,
+            number=last.number + 1,
         )
         tx.commit()
     return saga
@@ -568,7 +618,9 @@ def saga_resume(saga_id: UUID | str, *, actor: str, reason: str) -> Saga:
         saga = _lock_for_operator(saga_id)
         attempt = saga.current_attempt
         if saga.status not in ACTIVE_SAGA_STATUSES or attempt is None:
-            raise OperatorActionRefused(f"only an active saga can be resumed, not {saga.status}")
+            raise OperatorActionRefused(
+                f"only an active saga can be resumed, not {saga.status}"
+            )
         definition = registry.get(saga.definition)
         step = definition.step(attempt.step_index)
         tx = _Transaction(saga, _operator(actor))
@@ -577,7 +629,9 @@ def saga_resume(saga_id: UUID | str, *, actor: str, reason: str) -> Saga:
             _dispatch_now(tx, definition, attempt)
         else:
             tx.set(wake_at=_db_in(min(conf.get("SAGAS_DISPATCH_LEASE"), step.timeout)))
-            send_on_commit(saga.pk, attempt.pk, timeout=step.timeout, countdown=0, first=False)
+            send_on_commit(
+                saga.pk, attempt.pk, timeout=step.timeout, countdown=0, first=False
+            )
         tx.commit()
     return saga
 
@@ -615,7 +669,9 @@ def saga_resolve(saga_id: UUID | str, *, actor: str, reason: str) -> Saga:
     with transaction.atomic():
         saga = _lock_for_operator(saga_id)
         if saga.status != SagaStatus.FAILED:
-            raise OperatorActionRefused(f"only a failed saga can be resolved, not {saga.status}")
+            raise OperatorActionRefused(
+                f"only a failed saga can be resolved, not {saga.status}"
+            )
         tx = _Transaction(saga, _operator(actor))
         tx.saga_status(SagaStatus.RESOLVED, detail=f"resolved: {reason}")
         _close(tx)

@@ -53,7 +53,9 @@ class Saga(models.Model):
         indexes = [
             # Partial indexes cover only live sagas, so they stay small however
             # many finished sagas accumulate.
-            models.Index(fields=["wake_at"], condition=_ACTIVE, name="saga_active_wake"),
+            models.Index(
+                fields=["wake_at"], condition=_ACTIVE, name="saga_active_wake"
+            ),
             models.Index(
                 fields=["updated_at"], condition=_ACTIVE, name="saga_active_updated"
             ),

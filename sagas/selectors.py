@@ -16,7 +16,7 @@ from sagas.states import ACTIVE_SAGA_STATUSES, AttemptKind, AttemptStatus, SagaS
 
 
 def stuck_sagas(*, older_than: float | None = None) -> QuerySet[Saga]:
-    """Return active sagas with no progress for ``older_than`` seconds, and failed ones."""
+    """Return failed sagas and active ones idle for ``older_than`` seconds."""
     seconds = older_than if older_than is not None else conf.get("SAGAS_STUCK_AFTER")
     cutoff = timezone.now() - timedelta(seconds=seconds)
     return Saga.objects.filter(
@@ -51,9 +51,9 @@ def step_summaries(saga: Saga) -> list[StepSummary]:
     A step's status is its latest action attempt's; ``not_started`` when none.
     """
     attempts = list(
-        StepAttempt.objects.filter(saga=saga).order_by("id").values_list(
-            "step", "kind", "status"
-        )
+        StepAttempt.objects.filter(saga=saga)
+        .order_by("id")
+        .values_list("step", "kind", "status")
     )
     latest: dict[tuple[str, str], str] = {}
     counts: dict[tuple[str, str], int] = {}

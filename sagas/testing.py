@@ -41,7 +41,9 @@ def wait_for_sagas(
     while True:
         sagas = {str(s.pk): s for s in Saga.objects.filter(pk__in=wanted)}
         waiting = [
-            sid for sid in wanted if sid not in sagas or sagas[sid].status not in targets
+            sid
+            for sid in wanted
+            if sid not in sagas or sagas[sid].status not in targets
         ]
         if not waiting:
             return [sagas[sid] for sid in wanted]

@@ -25,7 +25,8 @@ def book(*, key: str, country: str) -> str:
     try:
         with transaction.atomic(using=SANDBOX_ALIAS):
             booking, _ = CarrierBooking.objects.get_or_create(
-                key=key, defaults={"country": country, "status": CarrierBookingStatus.BOOKED}
+                key=key,
+                defaults={"country": country, "status": CarrierBookingStatus.BOOKED},
             )
     except IntegrityError:
         booking = CarrierBooking.objects.get(key=key)

@@ -35,7 +35,9 @@ def shipment_create(
 @transaction.atomic
 def shipment_cancel(*, booking_key: str) -> Shipment | None:
     """Cancel the shipment booked with ``booking_key``; safe to call again."""
-    shipment = Shipment.objects.select_for_update().filter(idempotency_key=booking_key).first()
+    shipment = (
+        Shipment.objects.select_for_update().filter(idempotency_key=booking_key).first()
+    )
     carrier.cancel(key=booking_key)
     if shipment is not None and shipment.status == ShipmentStatus.CREATED:
         shipment.status = ShipmentStatus.CANCELLED

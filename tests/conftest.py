@@ -15,9 +15,9 @@ from tests.processes import Beat, Worker
 
 def _require_services() -> None:
     url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith("postgres") or not os.environ.get("CELERY_BROKER_URL", "").startswith(
-        "redis"
-    ):
+    if not url.startswith("postgres") or not os.environ.get(
+        "CELERY_BROKER_URL", ""
+    ).startswith("redis"):
         pytest.fail(
             "integration tests need PostgreSQL and Redis: run them with `make test` "
             "(it starts both), or set DATABASE_URL and CELERY_BROKER_URL",
@@ -39,9 +39,7 @@ def process_env(
     """Return the environment for worker and beat processes: the test database."""
     _require_services()
     db = connections["default"].settings_dict
-    url = (
-        f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    )
+    url = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     var = tmp_path_factory.mktemp("var")
     redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).flushdb()
     return {

@@ -22,7 +22,9 @@ def order_body(
 ) -> dict[str, Any]:
     return {
         "customer_id": customer,
-        "items": [{"sku": sku, "quantity": qty} for sku, qty in (items or [("WIDGET-1", 1)])],
+        "items": [
+            {"sku": sku, "quantity": qty} for sku, qty in (items or [("WIDGET-1", 1)])
+        ],
         "payment_token": token,
         "shipping_address": {
             "name": "Ada Lovelace",
@@ -36,7 +38,10 @@ def order_body(
 
 def post_order(client: Client, body: dict[str, Any], **headers: str) -> Any:
     return client.post(
-        "/api/orders/", json.dumps(body), content_type="application/json", headers=headers
+        "/api/orders/",
+        json.dumps(body),
+        content_type="application/json",
+        headers=headers,
     )
 
 
@@ -47,15 +52,19 @@ def place_order(client: Client, **kwargs: Any) -> dict[str, Any]:
 
 
 def assert_ledgers_balance(initial_stock: int) -> None:
-    """Money kept equals confirmed orders' totals; every unit of stock is accounted for."""
-    captured = GatewayLedgerEntry.objects.aggregate(total=Sum("amount_cents"))["total"] or 0
+    """Assert money kept equals confirmed totals and every unit is accounted for."""
+    captured = (
+        GatewayLedgerEntry.objects.aggregate(total=Sum("amount_cents"))["total"] or 0
+    )
     confirmed = (
-        Order.objects.filter(status=OrderStatus.CONFIRMED).aggregate(total=Sum("total_cents"))[
-            "total"
-        ]
+        Order.objects.filter(status=OrderStatus.CONFIRMED).aggregate(
+            total=Sum("total_cents")
+        )["total"]
         or 0
     )
-    assert captured == confirmed, f"gateway kept {captured}, confirmed orders total {confirmed}"
+    assert captured == confirmed, (
+        f"gateway kept {captured}, confirmed orders total {confirmed}"
+    )
     for product in Product.objects.all():
         held = (
             Reservation.objects.filter(
@@ -64,5 +73,5 @@ def assert_ledgers_balance(initial_stock: int) -> None:
             or 0
         )
         assert product.stock_free + held == initial_stock, (
-            f"{product.sku}: {product.stock_free} free + {held} reserved != {initial_stock}"
+            f"{product.sku}: {product.stock_free} free + {held} held != {initial_stock}"
         )

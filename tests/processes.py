@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -52,12 +53,16 @@ class Process:
                 if marker.encode() in log.read():
                     return
             time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.log_tail()}")
+        raise RuntimeError(
+            f"{self.name} not ready after {timeout}s:\n{self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():
             return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(
+            self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        )
 
     @property
     def alive(self) -> bool:
@@ -80,10 +85,9 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.kill9()
         else:
-            try:  # reap any orphaned pool children left in the group
+            # Reap any orphaned pool children left in the group.
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -98,7 +98,7 @@ def test_unsupported_country_refunds_then_releases(
     assert order["status"] == "failed"
     assert order["failure_reason"] == "Cannot ship: the carrier does not deliver to AQ"
     assert steps_run(placed["saga_id"]) == ["reserve_stock", "charge_payment"]
-    # Strict reverse order; the refused shipment created nothing, so it is not cancelled.
+    # Strict reverse order; the refused shipment created nothing to cancel.
     assert compensations_run(placed["saga_id"]) == ["charge_payment", "reserve_stock"]
     assert Payment.objects.get().status == PaymentStatus.REFUNDED
     assert not Shipment.objects.exists()
@@ -113,7 +113,7 @@ def test_processing_error_completes_after_one_visible_retry(
     order = _finish(client, placed)
 
     assert order["status"] == "confirmed"
-    charge = [s for s in order["steps"] if s["name"] == "charge_payment"][0]
+    charge = next(s for s in order["steps"] if s["name"] == "charge_payment")
     assert charge["attempts"] == 2
     attempts = StepAttempt.objects.filter(
         saga_id=placed["saga_id"], step="charge_payment"

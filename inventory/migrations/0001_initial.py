@@ -6,41 +6,84 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Product',
+            name="Product",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('sku', models.CharField(max_length=64, unique=True)),
-                ('name', models.CharField(max_length=200)),
-                ('price_cents', models.PositiveIntegerField()),
-                ('stock_free', models.IntegerField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("sku", models.CharField(max_length=64, unique=True)),
+                ("name", models.CharField(max_length=200)),
+                ("price_cents", models.PositiveIntegerField()),
+                ("stock_free", models.IntegerField(default=0)),
             ],
             options={
-                'ordering': ['sku'],
-                'constraints': [models.CheckConstraint(condition=models.Q(('stock_free__gte', 0)), name='product_stock_not_negative')],
+                "ordering": ["sku"],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("stock_free__gte", 0)),
+                        name="product_stock_not_negative",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Reservation',
+            name="Reservation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('saga_id', models.UUIDField(db_index=True)),
-                ('quantity', models.PositiveIntegerField()),
-                ('status', models.CharField(choices=[('reserved', 'Reserved'), ('released', 'Released')], default='reserved', max_length=16)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('released_at', models.DateTimeField(blank=True, null=True)),
-                ('product', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='inventory.product')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("saga_id", models.UUIDField(db_index=True)),
+                ("quantity", models.PositiveIntegerField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("reserved", "Reserved"), ("released", "Released")],
+                        default="reserved",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now()
+                    ),
+                ),
+                ("released_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "product",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="inventory.product",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
-                'constraints': [models.UniqueConstraint(fields=('saga_id', 'product'), name='reservation_unique_per_saga')],
+                "ordering": ["-id"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("saga_id", "product"),
+                        name="reservation_unique_per_saga",
+                    )
+                ],
             },
         ),
     ]

@@ -6,67 +6,153 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='GatewayCharge',
+            name="GatewayCharge",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=200, unique=True)),
-                ('token', models.CharField(max_length=100)),
-                ('amount_cents', models.PositiveIntegerField()),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('captured', 'Captured'), ('refunded', 'Refunded'), ('declined', 'Declined'), ('errored', 'Errored'), ('voided', 'Voided')], max_length=16)),
-                ('processing_errors', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('updated_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("key", models.CharField(max_length=200, unique=True)),
+                ("token", models.CharField(max_length=100)),
+                ("amount_cents", models.PositiveIntegerField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("captured", "Captured"),
+                            ("refunded", "Refunded"),
+                            ("declined", "Declined"),
+                            ("errored", "Errored"),
+                            ("voided", "Voided"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("processing_errors", models.PositiveIntegerField(default=0)),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now()
+                    ),
+                ),
+                (
+                    "updated_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now()
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='GatewayFault',
+            name="GatewayFault",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('operation', models.CharField(choices=[('charge', 'charge'), ('refund', 'refund')], max_length=16, unique=True)),
-                ('remaining', models.IntegerField(default=1)),
-                ('message', models.CharField(default='gateway unavailable', max_length=200)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "operation",
+                    models.CharField(
+                        choices=[("charge", "charge"), ("refund", "refund")],
+                        max_length=16,
+                        unique=True,
+                    ),
+                ),
+                ("remaining", models.IntegerField(default=1)),
+                (
+                    "message",
+                    models.CharField(default="gateway unavailable", max_length=200),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Payment',
+            name="Payment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('idempotency_key', models.CharField(max_length=200, unique=True)),
-                ('saga_id', models.UUIDField(db_index=True)),
-                ('reference', models.CharField(db_index=True, max_length=200)),
-                ('amount_cents', models.PositiveIntegerField()),
-                ('currency', models.CharField(default='EUR', max_length=3)),
-                ('status', models.CharField(choices=[('captured', 'Captured'), ('refunded', 'Refunded')], max_length=16)),
-                ('gateway_charge_id', models.CharField(max_length=64)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('refunded_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("idempotency_key", models.CharField(max_length=200, unique=True)),
+                ("saga_id", models.UUIDField(db_index=True)),
+                ("reference", models.CharField(db_index=True, max_length=200)),
+                ("amount_cents", models.PositiveIntegerField()),
+                ("currency", models.CharField(default="EUR", max_length=3)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("captured", "Captured"), ("refunded", "Refunded")],
+                        max_length=16,
+                    ),
+                ),
+                ("gateway_charge_id", models.CharField(max_length=64)),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now()
+                    ),
+                ),
+                ("refunded_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='GatewayLedgerEntry',
+            name="GatewayLedgerEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('amount_cents', models.IntegerField()),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('charge', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='payments.gatewaycharge')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("amount_cents", models.IntegerField()),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now()
+                    ),
+                ),
+                (
+                    "charge",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="payments.gatewaycharge",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'gateway ledger entries',
-                'ordering': ['id'],
+                "verbose_name_plural": "gateway ledger entries",
+                "ordering": ["id"],
             },
         ),
     ]

@@ -5,42 +5,82 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='CarrierBooking',
+            name="CarrierBooking",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=200, unique=True)),
-                ('country', models.CharField(max_length=2)),
-                ('status', models.CharField(choices=[('booked', 'Booked'), ('cancelled', 'Cancelled'), ('voided', 'Voided')], max_length=16)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("key", models.CharField(max_length=200, unique=True)),
+                ("country", models.CharField(max_length=2)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("booked", "Booked"),
+                            ("cancelled", "Cancelled"),
+                            ("voided", "Voided"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now()
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='Shipment',
+            name="Shipment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('idempotency_key', models.CharField(max_length=200, unique=True)),
-                ('saga_id', models.UUIDField(db_index=True)),
-                ('reference', models.CharField(db_index=True, max_length=200)),
-                ('address', models.JSONField()),
-                ('country', models.CharField(max_length=2)),
-                ('status', models.CharField(choices=[('created', 'Created'), ('cancelled', 'Cancelled')], max_length=16)),
-                ('tracking_number', models.CharField(max_length=64)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('cancelled_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("idempotency_key", models.CharField(max_length=200, unique=True)),
+                ("saga_id", models.UUIDField(db_index=True)),
+                ("reference", models.CharField(db_index=True, max_length=200)),
+                ("address", models.JSONField()),
+                ("country", models.CharField(max_length=2)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("created", "Created"), ("cancelled", "Cancelled")],
+                        max_length=16,
+                    ),
+                ),
+                ("tracking_number", models.CharField(max_length=64)),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now()
+                    ),
+                ),
+                ("cancelled_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
     ]

@@ -13,7 +13,9 @@ def duplicate_every_step_message() -> None:
     """Publish every step message a second time, as an at-least-once broker may."""
 
     @after_task_publish.connect(weak=False)
-    def _again(sender: str | None = None, headers: Any = None, body: Any = None, **_: Any) -> None:
+    def _again(
+        sender: str | None = None, headers: Any = None, body: Any = None, **_: Any
+    ) -> None:
         if sender != "sagas.step_execute" or (headers or {}).get(_DUPLICATE_HEADER):
             return
         from sagas.tasks import step_execute_task

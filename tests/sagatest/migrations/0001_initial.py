@@ -4,34 +4,48 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Effect',
+            name="Effect",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('saga_id', models.UUIDField(db_index=True)),
-                ('step', models.CharField(max_length=100)),
-                ('kind', models.CharField(max_length=16)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("saga_id", models.UUIDField(db_index=True)),
+                ("step", models.CharField(max_length=100)),
+                ("kind", models.CharField(max_length=16)),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='Fault',
+            name="Fault",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('saga_id', models.UUIDField()),
-                ('step', models.CharField(max_length=100)),
-                ('kind', models.CharField(max_length=16)),
-                ('remaining', models.IntegerField()),
-                ('calls', models.IntegerField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("saga_id", models.UUIDField()),
+                ("step", models.CharField(max_length=100)),
+                ("kind", models.CharField(max_length=16)),
+                ("remaining", models.IntegerField()),
+                ("calls", models.IntegerField(default=0)),
             ],
         ),
     ]
