@@ -17,4 +17,5 @@ class Command(BaseCommand):
         if options["stock"] < 0:
             raise CommandError("--stock must be >= 0")
         for product in catalogue_seed(stock=options["stock"]):
-            self.stdout.write(f"{product.sku}: {product.stock_free} free")
+            if options["verbosity"]:
+                self.stdout.write(f"{product.sku}: {product.stock_free} free")

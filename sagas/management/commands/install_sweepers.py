@@ -22,8 +22,13 @@ class Command(BaseCommand):
             help="Seconds between sweeps (default: SAGAS_SWEEP_INTERVAL).",
         )
 
+    def _say(self, message: str) -> None:
+        if self.verbosity:
+            self.stdout.write(message)
+
     @transaction.atomic
     def handle(self, *args: Any, **options: Any) -> None:
+        self.verbosity = options["verbosity"]
         every = max(1, round(options["every"] or conf.get("SAGAS_SWEEP_INTERVAL")))
         schedule, _ = IntervalSchedule.objects.get_or_create(
             every=every, period=IntervalSchedule.SECONDS
@@ -38,11 +43,11 @@ class Command(BaseCommand):
             },
         )
         if created:
-            self.stdout.write(f"installed {task.name!r}: every {every}s")
+            self._say(f"installed {task.name!r}: every {every}s")
         elif options["every"] is not None:
             task.interval = schedule
             task.save(update_fields=["interval"])
-            self.stdout.write(f"updated {task.name!r}: every {every}s")
+            self._say(f"updated {task.name!r}: every {every}s")
         else:
             # Keep what an operator may have changed in the admin.
-            self.stdout.write(f"{task.name!r} already installed; left as it is")
+            self._say(f"{task.name!r} already installed; left as it is")
