@@ -181,6 +181,10 @@ SAGAS_STUCK_AFTER = env.float("SAGAS_STUCK_AFTER", default=300.0)
 # Modules outside installed apps' ``sagas.py`` that register definitions.
 SAGAS_DEFINITION_MODULES = env.list("SAGAS_DEFINITION_MODULES", default=[])
 
+# --- Sandbox providers ------------------------------------------------------
+# Milliseconds each sandbox gateway or carrier call takes, to rehearse real latency.
+SANDBOX_LATENCY_MS = env.int("SANDBOX_LATENCY_MS", default=0)
+
 # --- Logging ----------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOG_FORMAT = env.str("LOG_FORMAT", default="console")  # "json" in production

@@ -13,6 +13,7 @@ from django.db.models import F
 from django.db.models.functions import Now
 
 from config.routers import SANDBOX_ALIAS
+from config.sandbox import network_latency
 from payments.models import (
     GatewayCharge,
     GatewayChargeStatus,
@@ -78,6 +79,7 @@ def _charge_row(key: str, token: str, amount_cents: int) -> GatewayCharge:
 
 def charge(*, key: str, token: str, amount_cents: int) -> str:
     """Capture ``amount_cents``; return the charge id. Same key, same charge."""
+    network_latency()
     _fault("charge")
     _charge_row(key, token, amount_cents)
     transient = False
@@ -111,6 +113,7 @@ def charge(*, key: str, token: str, amount_cents: int) -> str:
 
 def refund(*, key: str) -> int:
     """Refund the charge made with ``key``; return the amount refunded (0: none)."""
+    network_latency()
     _fault("refund")
     with transaction.atomic(using=SANDBOX_ALIAS):
         row = GatewayCharge.objects.select_for_update().filter(key=key).first()

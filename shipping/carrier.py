@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import IntegrityError, transaction
 
 from config.routers import SANDBOX_ALIAS
+from config.sandbox import network_latency
 from shipping.models import CarrierBooking, CarrierBookingStatus
 
 UNSUPPORTED_COUNTRIES = frozenset({"AQ"})
@@ -20,6 +21,7 @@ class BookingVoided(Exception):
 
 def book(*, key: str, country: str) -> str:
     """Book a shipment; return its tracking number. Same key, same booking."""
+    network_latency()
     if country in UNSUPPORTED_COUNTRIES:
         raise UnsupportedDestination(f"the carrier does not deliver to {country}")
     try:
@@ -37,6 +39,7 @@ def book(*, key: str, country: str) -> str:
 
 def cancel(*, key: str) -> bool:
     """Cancel the booking made with ``key``; return True if one was cancelled now."""
+    network_latency()
     with transaction.atomic(using=SANDBOX_ALIAS):
         booking = CarrierBooking.objects.select_for_update().filter(key=key).first()
         if booking is None:

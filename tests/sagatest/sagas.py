@@ -73,10 +73,28 @@ TEST_SAGA = register(
                 name,
                 _run,
                 compensation=_run,
-                timeout=float(os.environ.get("SAGAS_TEST_STEP_TIMEOUT", "20")),
+                timeout=20,
                 retry=RetryPolicy(max_attempts=3, backoff=0.05, max_backoff=0.2),
             )
             for name in STEPS
+        ),
+    )
+)
+
+# Two steps with a short deadline and one retry, for timeout tests.
+TIMEOUT_SAGA = register(
+    SagaDefinition(
+        name="test_timeouts",
+        version=1,
+        steps=tuple(
+            Step(
+                name,
+                _run,
+                compensation=_run,
+                timeout=1.5,
+                retry=RetryPolicy(max_attempts=2, backoff=0.05, max_backoff=0.1),
+            )
+            for name in ("step_one", "step_two")
         ),
     )
 )

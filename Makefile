@@ -1,0 +1,42 @@
+# Developer entry points. Everything runs from the virtualenv in .venv; the
+# test and bench targets get throwaway PostgreSQL and Redis servers from
+# scripts/services.py (installed with apt-get when missing).
+
+PYTHON ?= python3
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+PYTEST_ARGS ?=
+
+# Use sudo for apt-get only when not root and sudo exists.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || echo sudo)
+APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300
+
+.PHONY: venv browsers test demo bench lint clean
+
+venv: .venv/.installed
+
+# Re-install whenever pyproject.toml changes.
+.venv/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv .venv
+	$(PIP) install -e '.[dev]'
+	touch $@
+
+browsers:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		$(APT_GET) update && $(APT_GET) install -y chromium; \
+	fi
+
+test: venv browsers
+	$(PY) scripts/services.py run -- .venv/bin/pytest $(PYTEST_ARGS)
+
+demo: venv
+	$(PY) manage.py demo
+
+bench: venv
+	$(PY) scripts/services.py run -- $(PY) -m bench
+
+lint: venv
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy .
+
+clean:
+	rm -rf var/
