@@ -7,6 +7,7 @@ found again by the sweeper from the attempt's ``wake_at``.
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 from uuid import UUID
 
 import structlog
@@ -45,14 +46,15 @@ def _send(
 ) -> None:
     from sagas.tasks import step_execute_task
 
+    options: dict[str, Any] = {
+        "priority": priority,
+        "soft_time_limit": timeout,
+        "time_limit": timeout + conf.get("SAGAS_HARD_LIMIT_GRACE"),
+    }
+    if countdown:
+        options["countdown"] = countdown
     try:
-        step_execute_task.apply_async(
-            args=(saga_id, attempt_id),
-            countdown=countdown or None,
-            priority=priority,
-            soft_time_limit=timeout,
-            time_limit=timeout + conf.get("SAGAS_HARD_LIMIT_GRACE"),
-        )
+        step_execute_task.apply_async(args=(saga_id, attempt_id), **options)
     except Exception:
         # The attempt's wake_at makes the sweeper send it again.
         log.warning(
