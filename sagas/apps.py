@@ -9,7 +9,7 @@ class SagasConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from sagas import registry
+        from sagas import checks, registry  # noqa: F401  (checks register on import)
 
         # Import every installed app's ``sagas`` module so that definitions
         # register themselves, as django.contrib.admin does with ``admin``.

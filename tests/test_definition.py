@@ -123,3 +123,14 @@ def test_idempotency_keys_name_saga_step_and_kind() -> None:
     )
     assert ctx.idempotency_key == f"{UUID(int=7)}:charge_payment:compensation"
     assert ctx.action_key == f"{UUID(int=7)}:charge_payment:action"
+
+
+def test_short_visibility_timeout_is_reported(settings: object) -> None:
+    from sagas.checks import visibility_timeout_check
+
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 20}  # type: ignore[attr-defined]
+    [warning] = visibility_timeout_check()
+    assert warning.id == "sagas.W001"
+
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}  # type: ignore[attr-defined]
+    assert visibility_timeout_check() == []
