@@ -17,7 +17,12 @@ COPY inventory ./inventory
 COPY payments ./payments
 COPY shipping ./shipping
 
+# Runtime files (the mail folder, SQLite if used) go to a writable folder.
+ENV SAGAS_VAR_DIR=/tmp/sagas \
+    DJANGO_STATIC_ROOT=/app/static
+
 RUN pip install . \
+    && DJANGO_SECRET_KEY=collectstatic python manage.py collectstatic --noinput \
     && useradd --create-home --uid 10001 --user-group app
 
 USER app
