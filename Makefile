@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || echo sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300
 
-.PHONY: venv browsers test demo bench lint clean
+.PHONY: venv browsers test-tools test demo bench lint clean
 
 venv: .venv/.installed
 
@@ -26,7 +26,13 @@ browsers:
 		$(APT_GET) update && $(APT_GET) install -y chromium; \
 	fi
 
-test: venv browsers
+# faketime runs a worker with a skewed clock in the clock-skew tests.
+test-tools: browsers
+	@if ! command -v faketime >/dev/null 2>&1; then \
+		$(APT_GET) update && $(APT_GET) install -y faketime; \
+	fi
+
+test: venv test-tools
 	$(PY) scripts/services.py run -- .venv/bin/pytest $(PYTEST_ARGS)
 
 demo: venv

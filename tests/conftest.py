@@ -74,8 +74,16 @@ def start_worker(process_env: dict[str, str], log_dir: Path) -> Iterator[Any]:
     """Start extra workers (own env overrides) for one test; stop them after."""
     started: list[Worker] = []
 
-    def start(name: str, *, concurrency: int = 2, **env: str) -> Worker:
-        process = Worker(name, {**process_env, **env}, log_dir, concurrency=concurrency)
+    def start(
+        name: str, *, concurrency: int = 2, wrapper: tuple[str, ...] = (), **env: str
+    ) -> Worker:
+        process = Worker(
+            name,
+            {**process_env, **env},
+            log_dir,
+            concurrency=concurrency,
+            wrapper=wrapper,
+        )
         started.append(process.start())
         return process
 

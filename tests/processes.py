@@ -97,11 +97,18 @@ class Worker(Process):
     ready_marker = "ready."
 
     def __init__(
-        self, name: str, env: dict[str, str], log_dir: Path, *, concurrency: int = 2
+        self,
+        name: str,
+        env: dict[str, str],
+        log_dir: Path,
+        *,
+        concurrency: int = 2,
+        wrapper: tuple[str, ...] = (),
     ) -> None:
         super().__init__(
             name,
             [
+                *wrapper,
                 sys.executable, "-m", "celery", "-A", "config", "worker",
                 "-l", "info", "-P", "prefork", "-c", str(concurrency),
                 "-n", f"{name}@%h", "--without-gossip", "--without-mingle",

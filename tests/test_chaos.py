@@ -415,3 +415,22 @@ def test_two_beats_recover_hundreds_of_stuck_sagas_once_each(
             "seconds_until_all_terminal": round(time.monotonic() - began, 1),
         },
     )
+
+
+@pytest.mark.parametrize("skew", ["-1h", "+1h"])
+def test_worker_clock_skew_never_times_a_step_out_early(
+    skew: str, start_worker: Any, start_beat: Any
+) -> None:
+    # given: the only worker's clock is an hour off; beat sweeps every second
+    start_beat()
+    start_worker(f"skewed{skew}", wrapper=("faketime", "-f", skew))
+
+    # when: steps take a third of their 1.5 s deadline
+    sagas = [
+        _start_test_saga("test_timeouts", sleep={"step_one": 0.5}) for _ in range(6)
+    ]
+    done = wait_for_sagas([s.pk for s in sagas], timeout=60)
+
+    # then: deadlines come from the database clock, so none expired early
+    assert {s.status for s in done} == {SagaStatus.COMPLETED}
+    assert not StepAttempt.objects.exclude(status=AttemptStatus.SUCCEEDED).exists()
