@@ -147,6 +147,7 @@ def test_kill9_of_the_worker_during_steps_loses_and_duplicates_nothing(
         ("reserve_stock", AttemptKind.ACTION),
         ("charge_payment", AttemptKind.ACTION),
         ("create_shipment", AttemptKind.ACTION),
+        ("send_confirmation", AttemptKind.ACTION),
         ("charge_payment", AttemptKind.COMPENSATION),
         ("reserve_stock", AttemptKind.COMPENSATION),
     } <= in_flight, in_flight

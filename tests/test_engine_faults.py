@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -126,3 +127,19 @@ def test_every_transition_is_in_the_timeline(worker: Any) -> None:
     assert set(
         SagaEvent.objects.filter(saga_id=saga_id).values_list("actor", flat=True)
     ) == {"engine"}
+    # The worker logged one structured line per transition it made (the first
+    # two were made, and logged, by this process when it started the saga).
+    assert _logged_transitions(worker, saga_id) == [
+        (step, kind, f"{old or '-'} -> {new}") for step, kind, old, new in timeline[2:]
+    ]
+
+
+def _logged_transitions(worker: Any, saga_id: str) -> list[tuple[str, str, str]]:
+    lines = []
+    for raw in worker.log_path.read_text().splitlines():
+        if not raw.startswith("{"):
+            continue
+        line = json.loads(raw)
+        if line.get("event") == "saga.transition" and line.get("saga_id") == saga_id:
+            lines.append((line["step"], line["kind"], line["transition"]))
+    return lines
