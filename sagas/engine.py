@@ -33,7 +33,7 @@ from sagas.definition import (
     StepKind,
 )
 from sagas.dispatch import send_on_commit
-from sagas.errors import IllegalTransition, OperatorActionRefused
+from sagas.errors import DefinitionError, IllegalTransition, OperatorActionRefused
 from sagas.models import Saga, SagaEvent, StepAttempt
 from sagas.states import (
     ACTIVE_SAGA_STATUSES,
@@ -577,6 +577,16 @@ def _lock_for_operator(saga_id: UUID | str) -> Saga:
     return saga
 
 
+def _definition_for_operator(saga: Saga) -> SagaDefinition:
+    try:
+        return registry.get(saga.definition)
+    except DefinitionError:
+        raise OperatorActionRefused(
+            f"saga definition {saga.definition!r} is not in this code base any more; "
+            "only marking the saga resolved is possible"
+        ) from None
+
+
 def _operator(actor: str) -> str:
     return actor if actor.startswith("operator:") else f"operator:{actor}"
 
@@ -589,7 +599,7 @@ def saga_retry(saga_id: UUID | str, *, actor: str, reason: str) -> Saga:
             raise OperatorActionRefused(
                 f"only a failed saga can be retried, not {saga.status}"
             )
-        definition = registry.get(saga.definition)
+        definition = _definition_for_operator(saga)
         last = saga.attempts.order_by("-id").first()
         if last is None:
             raise OperatorActionRefused("the saga has no attempt to retry")
@@ -621,7 +631,7 @@ def saga_resume(saga_id: UUID | str, *, actor: str, reason: str) -> Saga:
             raise OperatorActionRefused(
                 f"only an active saga can be resumed, not {saga.status}"
             )
-        definition = registry.get(saga.definition)
+        definition = _definition_for_operator(saga)
         step = definition.step(attempt.step_index)
         tx = _Transaction(saga, _operator(actor))
         tx.note(f"resume: {reason}", attempt=attempt)
@@ -644,7 +654,7 @@ def saga_compensate(saga_id: UUID | str, *, actor: str, reason: str) -> Saga:
             raise OperatorActionRefused(
                 f"only a pending or running saga can be compensated, not {saga.status}"
             )
-        definition = registry.get(saga.definition)
+        definition = _definition_for_operator(saga)
         step = definition.step(saga.current_step)
         if step.kind is not StepKind.COMPENSATABLE:
             raise OperatorActionRefused(

@@ -1,0 +1,26 @@
+"""The operator console: sagas in the Django admin, and links to domain rows.
+
+A project's admin modules call ``register_related`` so that a saga's page
+lists the rows its steps wrote, and may base their admins for such rows on
+``SagaRecordAdmin`` (view-only, with a link back to the saga).
+"""
+
+from __future__ import annotations
+
+from sagas.admin.related import (
+    SagaRecordAdmin,
+    register_related,
+    saga_change_url,
+    saga_id_from_key,
+    unregister_related,
+)
+from sagas.admin.saga import SagaAdmin
+
+__all__ = [
+    "SagaAdmin",
+    "SagaRecordAdmin",
+    "register_related",
+    "saga_change_url",
+    "saga_id_from_key",
+    "unregister_related",
+]

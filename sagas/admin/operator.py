@@ -1,0 +1,158 @@
+"""Operator actions: what each one does, who may run it, and the reason form.
+
+Every action goes through its engine verb, which locks the saga, checks its
+state and records a timeline event naming the operator; the admin only asks
+for a reason and reports the outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from uuid import UUID
+
+from django import forms
+from django.contrib import messages
+
+from sagas import engine
+from sagas.errors import OperatorActionRefused
+from sagas.models import Saga
+from sagas.states import ACTIVE_SAGA_STATUSES, SagaStatus
+
+# A bulk action runs one engine transaction per saga while the operator waits:
+# a larger selection belongs in a management command or a task.
+BULK_LIMIT = 500
+# Refusals named one by one in a bulk action's report; the rest are counted.
+REFUSALS_NAMED = 10
+
+
+@dataclass(frozen=True)
+class OperatorAction:
+    # URL segment, and the permission ``<app>.<name>_saga``.
+    name: str
+    verb: Callable[..., Saga]
+    label: str
+    explanation: str
+    # Statuses the button shows in; the engine still decides.
+    offered_in: tuple[str, ...]
+    done: str
+    dangerous: bool = False
+
+    @property
+    def codename(self) -> str:
+        return f"{self.name}_saga"
+
+    @property
+    def bulk_name(self) -> str:
+        return f"{self.name}_selected"
+
+    def run(self, saga_id: UUID | str, *, actor: str, reason: str) -> Saga:
+        """Apply the action through its engine verb."""
+        return self.verb(saga_id, actor=actor, reason=reason)
+
+
+ACTIONS: tuple[OperatorAction, ...] = (
+    OperatorAction(
+        name="retry",
+        verb=engine.saga_retry,
+        label="Retry",
+        explanation=(
+            "Run the step or compensation that failed again, as a new attempt. "
+            "The saga goes back to running (or compensating) from there."
+        ),
+        offered_in=(SagaStatus.FAILED,),
+        done="Retry started",
+    ),
+    OperatorAction(
+        name="resume",
+        verb=engine.saga_resume,
+        label="Resume",
+        explanation=(
+            "Send the current attempt to the workers again now, instead of "
+            "waiting for the sweeper. Steps are idempotent, so a duplicate is safe."
+        ),
+        offered_in=tuple(ACTIVE_SAGA_STATUSES),
+        done="Resumed",
+    ),
+    OperatorAction(
+        name="compensate",
+        verb=engine.saga_compensate,
+        label="Compensate (abort)",
+        explanation=(
+            "Abort the saga: cancel its current attempt and undo the steps it "
+            "completed, in reverse order, including the current one."
+        ),
+        offered_in=(SagaStatus.PENDING, SagaStatus.RUNNING),
+        done="Compensation started",
+        dangerous=True,
+    ),
+    OperatorAction(
+        name="resolve",
+        verb=engine.saga_resolve,
+        label="Mark resolved",
+        explanation=(
+            "Close the failed saga by hand: nothing runs. Say in the reason what "
+            "was done outside the system to make things right."
+        ),
+        offered_in=(SagaStatus.FAILED,),
+        done="Marked resolved",
+    ),
+)
+
+ACTIONS_BY_NAME = {action.name: action for action in ACTIONS}
+ACTIONS_BY_BULK_NAME = {action.bulk_name: action for action in ACTIONS}
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Recorded in the saga's timeline with your name.",
+    )
+
+
+@dataclass
+class BulkOutcome:
+    applied: list[UUID]
+    refused: list[tuple[UUID, str]]
+
+
+def apply_to_many(
+    action: OperatorAction, saga_ids: list[UUID], *, actor: str, reason: str
+) -> BulkOutcome:
+    """Apply ``action`` to each saga in its own transaction; collect refusals."""
+    outcome = BulkOutcome(applied=[], refused=[])
+    for saga_id in sorted(saga_ids):
+        try:
+            action.run(saga_id, actor=actor, reason=reason)
+        except OperatorActionRefused as exc:
+            outcome.refused.append((saga_id, str(exc)))
+        else:
+            outcome.applied.append(saga_id)
+    return outcome
+
+
+def bulk_report(
+    action: OperatorAction, outcome: BulkOutcome, keys: dict[UUID, str]
+) -> list[tuple[int, str]]:
+    """Return the messages (level, text) telling an operator how a bulk run went."""
+    report = []
+    if outcome.applied:
+        report.append(
+            (messages.SUCCESS, f"{action.done} for {len(outcome.applied)} saga(s).")
+        )
+    if outcome.refused:
+        named = "; ".join(
+            f"{keys[saga_id]}: {reason}"
+            for saga_id, reason in outcome.refused[:REFUSALS_NAMED]
+        )
+        more = len(outcome.refused) - REFUSALS_NAMED
+        suffix = f"; and {more} more" if more > 0 else ""
+        report.append(
+            (
+                messages.WARNING,
+                f"{action.label} refused for {len(outcome.refused)} saga(s), "
+                f"left unchanged: {named}{suffix}.",
+            )
+        )
+    return report
