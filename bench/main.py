@@ -1,0 +1,201 @@
+"""Measure the engine against a raw Celery chain in one run, then print the figures.
+
+Needs PostgreSQL in ``DATABASE_URL`` and Redis in ``CELERY_BROKER_URL``; every
+phase empties the benchmark's tables and the Redis database first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Cores used by other processes, on average, above which a phase is flagged.
+OTHERS_WARN = 0.25
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--serial", type=int, default=200, help="sagas run one by one")
+    parser.add_argument("--burst", type=int, default=2000, help="sagas in a burst")
+    parser.add_argument(
+        "--order", type=int, default=1000, help="order sagas in a burst"
+    )
+    parser.add_argument("--finished", type=int, default=1_000_000)
+    parser.add_argument("--active", type=int, default=10_000)
+    parser.add_argument("--due", type=int, default=100, help="active sagas due")
+    parser.add_argument("--starts", type=int, default=200, help="saga_start timings")
+    parser.add_argument(
+        "--finished-attempts",
+        action="store_true",
+        help="also write three attempts per finished saga (slower to generate)",
+    )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=["raw", "engine", "info", "order", "scale"],
+        help="leave a part out (repeatable)",
+    )
+    return parser.parse_args(argv)
+
+
+def configure_environment() -> Path:
+    """Set the environment shared by the harness and every worker; return VAR_DIR."""
+    var_dir = Path(os.environ.get("SAGAS_BENCH_DIR", ROOT / "var" / "bench"))
+    shutil.rmtree(var_dir, ignore_errors=True)
+    (var_dir / "logs").mkdir(parents=True)
+    # Another settings module may be named to try a change against the same figures.
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.update(
+        {
+            "SANDBOX_DATABASE_URL": os.environ["DATABASE_URL"],
+            "SAGAS_DEFINITION_MODULES": "bench.sagas",
+            "SAGAS_VAR_DIR": str(var_dir),
+            "EMAIL_FILE_PATH": str(var_dir / "mail"),
+            "LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    # Production runs without DEBUG (it keeps every query in memory).
+    os.environ.setdefault("DJANGO_DEBUG", "false")
+    return var_dir
+
+
+def progress(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not (
+        os.environ.get("CELERY_BROKER_URL", "").startswith("redis")
+    ):
+        print(
+            "python -m bench needs PostgreSQL in DATABASE_URL and Redis in"
+            " CELERY_BROKER_URL: run `make bench`, which starts both.",
+            file=sys.stderr,
+        )
+        return 2
+    var_dir = configure_environment()
+
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    import bench.tasks  # noqa: F401  (registers the baseline's tasks here too)
+    from bench import report, scale, throughput
+    from config.celery import app
+
+    began = time.monotonic()
+    progress("migrating")
+    call_command("migrate", verbosity=0)
+    call_command("migrate", database="sandbox", verbosity=0)
+    harness = throughput.Harness(
+        app, dict(os.environ), var_dir / "logs", os.environ["DATABASE_URL"]
+    )
+    phases = [
+        ("raw", throughput.RAW, "serial", args.serial),
+        ("raw", throughput.RAW, "burst", args.burst),
+        ("engine", throughput.ENGINE, "serial", args.serial),
+        ("engine", throughput.ENGINE, "burst", args.burst),
+        ("info", throughput.ENGINE_INFO, "burst", args.burst),
+        ("order", throughput.ORDER, "burst", args.order),
+    ]
+    runs = []
+    autovacuum_paused = harness.db.pause_autovacuum()
+    try:
+        for part, workload, mode, n in phases:
+            if part in args.skip:
+                continue
+            progress(f"{workload.name}, {mode}, N={n}")
+            runs.append(throughput.run(harness, workload, mode, n))
+    finally:
+        if autovacuum_paused:
+            harness.db.resume_autovacuum()
+    result = None
+    if "scale" not in args.skip:
+        harness.reset()
+        progress(f"scale: writing {args.finished:,} finished, {args.active:,} active")
+        result = scale.run(
+            finished=args.finished,
+            active=args.active,
+            due=args.due,
+            starts=args.starts,
+            finished_attempts=args.finished_attempts,
+        )
+        progress(f"scale: rows written in {result.generate_s:.0f}s")
+    harness.reset()
+    harness.close()
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        pg_version = cursor.fetchone()[0]  # type: ignore[index]
+    progress(f"done in {time.monotonic() - began:.0f}s; worker logs in {var_dir}")
+
+    print(
+        f"Saga engine benchmark: {os.cpu_count()} CPUs, Python"
+        f" {platform.python_version()}, PostgreSQL {pg_version}, Redis"
+        f" {harness.redis_version}; settings {os.environ['DJANGO_SETTINGS_MODULE']};"
+        " workers: prefork -c 2, acks_late, prefetch 1, LOG_LEVEL=WARNING unless"
+        " said, DEBUG off"
+    )
+    print()
+    if runs:
+        print(report.runs_table(runs))
+        print()
+        print(
+            "Burst: the whole burst is queued while the worker is frozen"
+            " (SIGSTOP); latency and throughput count from its release. Serial:"
+            " from before the start (saga_start's transaction, or apply_async)."
+            " End: finished_at for sagas, the last task's clock for the chain."
+            " xact/step and sessions/step: pg_stat_database deltas for the"
+            " worker alone (the harness's own transactions subtracted"
+            + (", autovacuum paused)." if autovacuum_paused else ").")
+        )
+        print()
+        queued = [
+            f"{r.workload} {r.submit_elapsed:.1f}s" for r in runs if r.mode == "burst"
+        ]
+        if queued:
+            print("Time the harness took to queue each burst: " + ", ".join(queued))
+            print()
+        print(report.table(["ratio", "value"], report.ratios(runs)))
+        print()
+        busy = [run for run in runs if run.others_load > OTHERS_WARN]
+        if busy:
+            print(
+                f"WARNING: {len(busy)} phase(s) shared the CPUs with processes outside"
+                f" the benchmark (up to {max(r.others_load for r in busy):.2f} cores):"
+                " their timings are pessimistic. Rerun on an idle machine."
+            )
+            print()
+    if result is not None:
+        print(
+            f"Scale: {result.finished:,} finished + {result.active:,} active sagas"
+            f" ({result.due} due), written in {result.generate_s:.0f}s"
+        )
+        print(report.scale_table(result))
+        print()
+    targets = report.targets(runs, result)
+    print(
+        report.table(
+            ["target", "figure", "target", "status"],
+            [[t.name, t.figure, t.target, report.status(t.met)] for t in targets],
+        )
+    )
+    met = sum(1 for t in targets if t.met)
+    print(f"\n{met} of {len(targets)} targets met.")
+    if result is not None:
+        print("\nEXPLAIN (ANALYZE, BUFFERS), second run of each query:")
+        for explained in result.explained:
+            print(f"\n-- {explained.label}")
+            print(explained.plan)
+    return 0

@@ -1,0 +1,237 @@
+"""Print the figures beside their targets."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from bench.scale import ScaleResult
+from bench.throughput import Run
+
+CHANGELIST_LIMIT_MS = 300.0
+SWEEP_LIMIT_MS = 50.0
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    figure: str
+    target: str
+    met: bool | None  # None: not measured in this run
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Return a plain-text table with right-aligned numbers."""
+    rows = [list(row) for row in rows]
+    widths = [
+        max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=True)
+    ]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in rows:
+        cells = [
+            c.ljust(w) if i < 2 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+def _f(value: float | None, digits: int = 1) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def runs_table(runs: Sequence[Run]) -> str:
+    headers = [
+        "workload", "mode", "N", "sagas/s", "p50 ms", "p95 ms", "p99 ms",
+        "worker CPU ms/saga", "PG CPU ms/saga", "worker RSS MB before>after",
+        "PSS MB after", "xact/step", "sessions/step", "not done", "others' cores",
+    ]  # fmt: skip
+    rows = []
+    for run in runs:
+        rows.append(
+            [
+                run.workload,
+                run.mode,
+                str(run.n),
+                _f(run.rate),
+                _f(run.percentile(0.50) * 1000),
+                _f(run.percentile(0.95) * 1000),
+                _f(run.percentile(0.99) * 1000),
+                _f(run.cpu * 1000 / run.n, 2),
+                _f(None if run.pg_cpu is None else run.pg_cpu * 1000 / run.n, 2),
+                f"{run.before.worker.rss_mb:.0f}>{run.after.worker.rss_mb:.0f}",
+                _f(run.after.worker.pss_mb, 0),
+                _f(run.commits_per_step, 2),
+                _f(run.sessions_per_step, 2),
+                str(run.not_completed),
+                _f(run.others_load, 2),
+            ]
+        )
+    return table(headers, rows)
+
+
+def _find(runs: Sequence[Run], workload: str, mode: str) -> Run | None:
+    for run in runs:
+        if run.workload == workload and run.mode == mode:
+            return run
+    return None
+
+
+def ratios(runs: Sequence[Run]) -> list[tuple[str, str]]:
+    """Return engine-to-raw ratios for each mode measured."""
+    lines = []
+    for mode in ("serial", "burst"):
+        raw, engine = _find(runs, "raw chain", mode), _find(runs, "engine", mode)
+        if raw is None or engine is None:
+            continue
+        lines += [
+            (f"{mode} throughput, engine / raw", _x(engine.rate, raw.rate)),
+            (
+                f"{mode} p50 latency, engine / raw",
+                _x(engine.percentile(0.5), raw.percentile(0.5)),
+            ),
+            (
+                f"{mode} p99 latency, engine / raw",
+                _x(engine.percentile(0.99), raw.percentile(0.99)),
+            ),
+            (
+                f"{mode} worker CPU per saga, engine / raw",
+                _x(engine.cpu / engine.n, raw.cpu / raw.n),
+            ),
+            (
+                f"{mode} worker RSS after, engine / raw",
+                _x(engine.after.worker.rss_mb, raw.after.worker.rss_mb),
+            ),
+        ]
+    info, engine = (
+        _find(runs, "engine, INFO logs", "burst"),
+        _find(runs, "engine", "burst"),
+    )
+    if info is not None and engine is not None:
+        lines.append(
+            ("burst worker CPU per saga, INFO / WARNING logs", _x(info.cpu, engine.cpu))
+        )
+    return lines
+
+
+def _x(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"
+
+
+def targets(runs: Sequence[Run], scale: ScaleResult | None) -> list[Target]:
+    """Return each target with the figure this run measured."""
+    out: list[Target] = []
+    raw, engine = _find(runs, "raw chain", "burst"), _find(runs, "engine", "burst")
+    order = _find(runs, "order saga", "burst")
+    if raw and engine:
+        ratio = engine.rate / raw.rate
+        out.append(
+            Target(
+                "engine no-op burst throughput / raw chain",
+                f"{ratio:.2f}x ({engine.rate:.0f} vs {raw.rate:.0f} sagas/s)",
+                ">= 0.75x",
+                ratio >= 0.75,
+            )
+        )
+    if engine:
+        out.append(
+            Target(
+                "DB transactions per step, happy path (engine burst)",
+                f"{engine.commits_per_step:.2f}",
+                "<= 1.5",
+                engine.commits_per_step <= 1.5,
+            )
+        )
+    if raw and engine:
+        ratio = engine.percentile(0.5) / raw.percentile(0.5)
+        out.append(
+            Target(
+                "burst p50 latency / raw chain's",
+                f"{ratio:.2f}x ({engine.percentile(0.5) * 1000:.0f}"
+                f" vs {raw.percentile(0.5) * 1000:.0f} ms)",
+                "<= 0.5x",
+                ratio <= 0.5,
+            )
+        )
+    if order:
+        out.append(
+            Target(
+                "order saga burst throughput",
+                f"{order.rate:.0f} sagas/s",
+                ">= 120 sagas/s",
+                order.rate >= 120 and order.not_completed == 0,
+            )
+        )
+    if scale:
+        out.append(
+            Target(
+                f"sweeper pass ({scale.finished:,} finished, {scale.active:,} active,"
+                f" {scale.sweep_due_handled} due)",
+                f"{scale.sweep_due_ms:.1f} ms",
+                f"<= {SWEEP_LIMIT_MS:.0f} ms",
+                scale.sweep_due_ms <= SWEEP_LIMIT_MS,
+            )
+        )
+        slowest = max(
+            (e for e in scale.explained if not e.label.startswith("sweeper")),
+            key=lambda e: e.execution_ms,
+        )
+        out.append(
+            Target(
+                "changelist queries, slowest (EXPLAIN ANALYZE)",
+                f"{slowest.execution_ms:.1f} ms ({slowest.label})",
+                f"<= {CHANGELIST_LIMIT_MS:.0f} ms",
+                all(
+                    e.execution_ms <= CHANGELIST_LIMIT_MS
+                    for e in scale.explained
+                    if not e.label.startswith("sweeper")
+                ),
+            )
+        )
+    if raw and engine:
+        ratio = engine.after.worker.rss_mb / raw.after.worker.rss_mb
+        mb = f"{engine.after.worker.rss_mb:.0f} vs {raw.after.worker.rss_mb:.0f} MB"
+        out.append(
+            Target(
+                "worker RSS / raw Celery worker's (after burst)",
+                f"{ratio:.2f}x ({mb})",
+                "<= 1.2x",
+                ratio <= 1.2,
+            )
+        )
+    return out
+
+
+def scale_table(scale: ScaleResult) -> str:
+    rows = [
+        [
+            f"sweeper pass, {scale.sweep_due_handled} due"
+            f" ({scale.sweep_due_ms / max(scale.sweep_due_handled, 1):.1f} ms each)",
+            f"{scale.sweep_due_ms:.1f}",
+            f"<= {SWEEP_LIMIT_MS:.0f}",
+        ],
+        ["sweeper pass, none due (median of 5)", f"{scale.sweep_idle_ms:.1f}", "-"],
+        [
+            f"saga_start in a transaction (median / p95 of {scale.starts})",
+            f"{scale.start_p50_ms:.2f} / {scale.start_p95_ms:.2f}",
+            "-",
+        ],
+    ]
+    for explained in scale.explained:
+        limit = "-" if explained.label.startswith("sweeper") else "<= 300"
+        rows.append(
+            [
+                f"{explained.label} (exec + plan)",
+                f"{explained.execution_ms:.1f} + {explained.planning_ms:.1f}",
+                limit,
+            ]
+        )
+    return table(["query / operation", "ms", "target ms"], rows)
+
+
+def status(met: bool | None) -> str:
+    return {True: "MET", False: "MISSED", None: "not measured"}[met]
