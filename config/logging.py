@@ -50,6 +50,8 @@ def configure_logging(*, level: str, fmt: str) -> None:
     )
     structlog.configure(
         processors=[
+            # Drop filtered-out lines before any processor spends time on them.
+            structlog.stdlib.filter_by_level,
             *shared,
             structlog.processors.StackInfoRenderer(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,

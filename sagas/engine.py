@@ -246,51 +246,85 @@ def step_execute(
     """
     if redelivered and _count_delivery(attempt_id) > conf.get("SAGAS_MAX_DELIVERIES"):
         return _park_poison(saga_id, attempt_id)
-    with transaction.atomic():
-        saga = (
-            Saga.objects.select_for_update(of=("self",))
-            .select_related("current_attempt")
-            .annotate(db_now=Now())
-            .filter(pk=saga_id)
-            .first()
-        )
-        if saga is None or not _is_current(saga, attempt_id):
-            return "fenced"
-        attempt = saga.current_attempt
-        assert attempt is not None
-        definition = registry.get(saga.definition)
-        step = definition.step(attempt.step_index)
-        tx = _Transaction(saga, ENGINE)
-        if saga.status == SagaStatus.PENDING:
-            tx.saga_status(SagaStatus.RUNNING)
-        attempt.started_at = saga.db_now  # type: ignore[attr-defined]
-        function = (
-            step.action if attempt.kind == AttemptKind.ACTION else step.compensation
-        )
-        assert function is not None
-        context = StepContext(
-            saga_id=saga.pk,
-            business_key=saga.business_key,
-            step=step.name,
-            kind=attempt.kind,
-            attempt=attempt.number,
-            data=dict(saga.context),
-        )
-        try:
-            # The action's own writes commit with the step's record, or not at all.
-            with transaction.atomic():
+    try:
+        with transaction.atomic():
+            claimed = _claim(saga_id, attempt_id)
+            if claimed is None:
+                return "fenced"
+            tx, definition, attempt = claimed
+            step = definition.step(attempt.step_index)
+            function = (
+                step.action if attempt.kind == AttemptKind.ACTION else step.compensation
+            )
+            assert function is not None
+            context = StepContext(
+                saga_id=tx.saga.pk,
+                business_key=tx.saga.business_key,
+                step=step.name,
+                kind=attempt.kind,
+                attempt=attempt.number,
+                data=dict(tx.saga.context),
+            )
+            try:
+                # The action's own writes commit with the step's record, or not
+                # at all: no savepoint, a failure rolls the whole step back.
                 result = function(context)
-        except SoftTimeLimitExceeded:
-            _fail(tx, definition, attempt, StepTimedOut(f"ran past {step.timeout}s"))
-            outcome = "timed_out"
-        except Exception as exc:
-            _fail(tx, definition, attempt, exc)
-            outcome = "failed"
-        else:
+            except Exception as exc:
+                raise _ActionFailed(exc, attempt.started_at) from exc
             _succeed(tx, definition, attempt, dict(result or {}))
-            outcome = "succeeded"
+            tx.commit()
+    except _ActionFailed as failed:
+        return _record_failure(saga_id, attempt_id, failed)
+    return "succeeded"
+
+
+class _ActionFailed(Exception):
+    def __init__(self, exc: Exception, started_at: Any) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+        self.started_at = started_at
+
+
+def _claim(
+    saga_id: UUID | str, attempt_id: int
+) -> tuple[_Transaction, SagaDefinition, StepAttempt] | None:
+    """Lock the saga; return it ready to change, or None if the message is stale."""
+    saga = (
+        Saga.objects.select_for_update(of=("self",))
+        .select_related("current_attempt")
+        .annotate(db_now=Now())
+        .filter(pk=saga_id)
+        .first()
+    )
+    if saga is None or not _is_current(saga, attempt_id):
+        return None
+    attempt = saga.current_attempt
+    assert attempt is not None
+    tx = _Transaction(saga, ENGINE)
+    if saga.status == SagaStatus.PENDING:
+        tx.saga_status(SagaStatus.RUNNING)
+    attempt.started_at = saga.db_now  # type: ignore[attr-defined]
+    return tx, registry.get(saga.definition), attempt
+
+
+def _record_failure(saga_id: UUID | str, attempt_id: int, failed: _ActionFailed) -> str:
+    """Record a failed action in a new transaction, if its attempt is still current.
+
+    A duplicate delivery may have recorded it meanwhile: then this is fenced.
+    """
+    with transaction.atomic():
+        claimed = _claim(saga_id, attempt_id)
+        if claimed is None:
+            return "fenced"
+        tx, definition, attempt = claimed
+        attempt.started_at = failed.started_at
+        exc: BaseException = failed.exc
+        if isinstance(exc, SoftTimeLimitExceeded):
+            timeout = definition.step(attempt.step_index).timeout
+            exc = StepTimedOut(f"ran past {timeout}s")
+        _fail(tx, definition, attempt, exc)
         tx.commit()
-    return outcome
+    return "timed_out" if isinstance(exc, StepTimedOut) else "failed"
 
 
 def _is_current(saga: Saga, attempt_id: int) -> bool:
@@ -455,21 +489,12 @@ def _count_delivery(attempt_id: int) -> int:
 
 def _park_poison(saga_id: UUID | str, attempt_id: int) -> str:
     with transaction.atomic():
-        saga = (
-            Saga.objects.select_for_update(of=("self",))
-            .select_related("current_attempt")
-            .filter(pk=saga_id)
-            .first()
-        )
-        if saga is None or not _is_current(saga, attempt_id):
+        claimed = _claim(saga_id, attempt_id)
+        if claimed is None:
             return "fenced"
-        attempt = saga.current_attempt
-        assert attempt is not None
-        tx = _Transaction(saga, ENGINE)
-        if saga.status == SagaStatus.PENDING:
-            tx.saga_status(SagaStatus.RUNNING)
+        tx, definition, attempt = claimed
         exc = PoisonMessage(f"crashed its worker {attempt.deliveries - 1} times")
-        _fail(tx, registry.get(saga.definition), attempt, exc)
+        _fail(tx, definition, attempt, exc)
         tx.commit()
     return "poison"
 
