@@ -41,8 +41,36 @@ def send_on_commit(
     )
 
 
+def send_many_on_commit(items: list[tuple[UUID, int, float]]) -> None:
+    """Send continuation messages ``(saga id, attempt id, timeout)`` after commit."""
+    if items:
+        transaction.on_commit(partial(_send_many, items), robust=True)
+
+
+def _send_many(items: list[tuple[UUID, int, float]]) -> None:
+    from sagas.tasks import step_execute_task
+
+    # One producer (one broker connection) for the whole batch.
+    with step_execute_task.app.producer_or_acquire() as producer:
+        for saga_id, attempt_id, timeout in items:
+            _send(
+                str(saga_id),
+                attempt_id,
+                timeout=timeout,
+                countdown=0,
+                priority=PRIORITY_CONTINUATION,
+                producer=producer,
+            )
+
+
 def _send(
-    saga_id: str, attempt_id: int, *, timeout: float, countdown: float, priority: int
+    saga_id: str,
+    attempt_id: int,
+    *,
+    timeout: float,
+    countdown: float,
+    priority: int,
+    producer: Any = None,
 ) -> None:
     from sagas.tasks import step_execute_task
 
@@ -53,6 +81,8 @@ def _send(
     }
     if countdown:
         options["countdown"] = countdown
+    if producer is not None:
+        options["producer"] = producer
     try:
         step_execute_task.apply_async(args=(saga_id, attempt_id), **options)
     except Exception:

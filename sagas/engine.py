@@ -11,6 +11,7 @@ a step being executed from a step whose worker or message was lost.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -32,7 +33,7 @@ from sagas.definition import (
     StepContext,
     StepKind,
 )
-from sagas.dispatch import send_on_commit
+from sagas.dispatch import send_many_on_commit, send_on_commit
 from sagas.errors import DefinitionError, IllegalTransition, OperatorActionRefused
 from sagas.models import Saga, SagaEvent, StepAttempt
 from sagas.states import (
@@ -121,21 +122,26 @@ class _Transaction:
         if self.saga_fields:
             self.saga.updated_at = Now()  # type: ignore[assignment]
             self.saga.save(update_fields=[*sorted(self.saga_fields), "updated_at"])
-        SagaEvent.objects.bulk_create(self.events)
-        lines = [
-            {
-                "saga_id": str(self.saga.pk),
-                "definition": self.saga.definition,
-                "step": event.step,
-                "kind": event.kind,
-                "attempt": event.attempt,
-                "transition": f"{event.old_status or '-'} -> {event.new_status}",
-                "actor": self.actor,
-                "detail": event.detail,
-            }
-            for event in self.events
-        ]
-        transaction.on_commit(lambda: _log_transitions(lines))
+        _write_events(self.events, {self.saga.pk: self.saga.definition})
+
+
+def _write_events(events: list[SagaEvent], definitions: dict[Any, str]) -> None:
+    """Insert events; log one structured line for each once committed."""
+    SagaEvent.objects.bulk_create(events)
+    lines = [
+        {
+            "saga_id": str(event.saga_id),
+            "definition": definitions[event.saga_id],
+            "step": event.step,
+            "kind": event.kind,
+            "attempt": event.attempt,
+            "transition": f"{event.old_status or '-'} -> {event.new_status}",
+            "actor": event.actor,
+            "detail": event.detail,
+        }
+        for event in events
+    ]
+    transaction.on_commit(lambda: _log_transitions(lines))
 
 
 def _log_transitions(lines: list[dict[str, Any]]) -> None:
@@ -520,13 +526,81 @@ def sweep(*, batch: int | None = None) -> int:
             .filter(status__in=ACTIVE_SAGA_STATUSES, wake_at__lte=Now())
             .order_by("wake_at")[:limit]
         )
-        for saga in sagas:
+        # Re-sends and due backoffs, the bulk of the work, are written for the
+        # whole batch at once; timeouts take the engine's full failure path.
+        rest = _send_again(sagas)
+        for saga in rest:
             try:
                 with transaction.atomic():
                     _wake(saga)
             except Exception:
                 log.exception("sweep.saga_failed", saga_id=str(saga.pk))
     return len(sagas)
+
+
+def _send_again(sagas: Sequence[Saga]) -> list[Saga]:
+    """Dispatch due backoffs and re-send lapsed leases, set-based; return the rest.
+
+    Neither counts as progress, so ``updated_at`` (what "stuck" looks at) stays.
+    """
+    lease = conf.get("SAGAS_DISPATCH_LEASE")
+    rest: list[Saga] = []
+    handled: list[tuple[Saga, StepAttempt, float]] = []
+    events: list[SagaEvent] = []
+    for saga in sagas:
+        now = saga.db_now  # type: ignore[attr-defined]
+        attempt = saga.current_attempt
+        timeout = _step_timeout(saga, attempt)
+        if attempt is None or timeout is None:
+            rest.append(saga)
+            continue
+        old = attempt.status
+        if old == AttemptStatus.SCHEDULED:
+            check_attempt_transition(old, AttemptStatus.DISPATCHED)
+            attempt.status = AttemptStatus.DISPATCHED
+            attempt.dispatched_at = now
+            attempt.not_before = None
+            attempt.deadline_at = now + timedelta(seconds=timeout)
+            saga.wake_at = now + timedelta(seconds=min(lease, timeout))
+            detail = ""
+        elif old == AttemptStatus.DISPATCHED and attempt.deadline_at > now:
+            saga.wake_at = min(now + timedelta(seconds=lease), attempt.deadline_at)
+            detail = "re-sent: not finished within the lease"
+        else:
+            rest.append(saga)
+            continue
+        attempt.dispatches += 1
+        handled.append((saga, attempt, timeout))
+        events.append(
+            SagaEvent(
+                saga_id=saga.pk,
+                actor=SWEEPER,
+                step=attempt.step,
+                kind=attempt.kind,
+                attempt=attempt.number,
+                old_status=old,
+                new_status=attempt.status,
+                detail=detail,
+            )
+        )
+    if handled:
+        StepAttempt.objects.bulk_update(
+            [attempt for _, attempt, _ in handled],
+            ["status", "dispatches", "dispatched_at", "not_before", "deadline_at"],
+        )
+        Saga.objects.bulk_update([saga for saga, _, _ in handled], ["wake_at"])
+        _write_events(events, {saga.pk: saga.definition for saga, _, _ in handled})
+        send_many_on_commit([(s.pk, a.pk, timeout) for s, a, timeout in handled])
+    return rest
+
+
+def _step_timeout(saga: Saga, attempt: StepAttempt | None) -> float | None:
+    if attempt is None:
+        return None
+    try:
+        return registry.get(saga.definition).step(attempt.step_index).timeout
+    except (DefinitionError, IndexError):
+        return None
 
 
 def _wake(saga: Saga) -> None:
