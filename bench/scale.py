@@ -127,6 +127,15 @@ FROM created c
 CROSS JOIN LATERAL (SELECT split_part(c.business_key, ':', 3)::int AS i) AS a
 """
 
+LAPSE_SQL = """
+UPDATE sagas_saga SET wake_at = now() - interval '1 second'
+WHERE id IN (
+    SELECT id FROM sagas_saga
+    WHERE status IN ('pending', 'running', 'compensating') AND wake_at > now()
+    ORDER BY wake_at LIMIT %(due)s
+)
+"""
+
 LINK_ATTEMPTS_SQL = """
 UPDATE sagas_saga s SET current_attempt_id = a.id
 FROM sagas_stepattempt a
@@ -154,6 +163,8 @@ class ScaleResult:
     sweep_due_ms: float = 0.0
     sweep_due_handled: int = 0
     sweep_idle_ms: float = 0.0
+    # The first pass also opens the broker connection and compiles queries.
+    sweep_cold_ms: float = 0.0
     start_p50_ms: float = 0.0
     start_p95_ms: float = 0.0
     explained: list[Explained] = field(default_factory=list)
@@ -176,7 +187,17 @@ def run(
     result.explained.extend(_explain_changelist())
     began = time.perf_counter()
     result.sweep_due_handled = sweep()
-    result.sweep_due_ms = (time.perf_counter() - began) * 1000
+    result.sweep_cold_ms = (time.perf_counter() - began) * 1000
+    # A beat-driven sweeper runs in a long-lived worker: time warm passes over
+    # another ``due`` sagas whose lease lapsed (median of 3).
+    warm = []
+    for _ in range(3):
+        with connection.cursor() as cursor:
+            cursor.execute(LAPSE_SQL, {"due": due})
+        began = time.perf_counter()
+        sweep()
+        warm.append((time.perf_counter() - began) * 1000)
+    result.sweep_due_ms = statistics.median(warm)
     idle = []
     for _ in range(5):
         began = time.perf_counter()

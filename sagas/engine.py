@@ -11,6 +11,7 @@ a step being executed from a step whose worker or message was lost.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,9 +21,9 @@ from uuid import UUID
 import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import DatabaseError, models, transaction
-from django.db.models import F
+from django.db.models import F, OuterRef, Subquery, Value
 from django.db.models.expressions import CombinedExpression, ExpressionWrapper
-from django.db.models.functions import Now
+from django.db.models.functions import Least, Now
 
 from sagas import conf, registry
 from sagas.definition import (
@@ -545,8 +546,12 @@ def _send_again(sagas: Sequence[Saga]) -> list[Saga]:
     """
     lease = conf.get("SAGAS_DISPATCH_LEASE")
     rest: list[Saga] = []
-    handled: list[tuple[Saga, StepAttempt, float]] = []
+    # Due backoffs grouped by step timeout (their new deadline); lapsed leases.
+    due: dict[float, list[tuple[Saga, StepAttempt]]] = defaultdict(list)
+    lapsed: list[tuple[Saga, StepAttempt]] = []
     events: list[SagaEvent] = []
+    sends: list[tuple[UUID, int, float]] = []
+    now: Any = None
     for saga in sagas:
         now = saga.db_now  # type: ignore[attr-defined]
         attempt = saga.current_attempt
@@ -554,23 +559,16 @@ def _send_again(sagas: Sequence[Saga]) -> list[Saga]:
         if attempt is None or timeout is None:
             rest.append(saga)
             continue
-        old = attempt.status
-        if old == AttemptStatus.SCHEDULED:
-            check_attempt_transition(old, AttemptStatus.DISPATCHED)
-            attempt.status = AttemptStatus.DISPATCHED
-            attempt.dispatched_at = now
-            attempt.not_before = None
-            attempt.deadline_at = now + timedelta(seconds=timeout)
-            saga.wake_at = now + timedelta(seconds=min(lease, timeout))
-            detail = ""
-        elif old == AttemptStatus.DISPATCHED and attempt.deadline_at > now:
-            saga.wake_at = min(now + timedelta(seconds=lease), attempt.deadline_at)
-            detail = "re-sent: not finished within the lease"
+        if attempt.status == AttemptStatus.SCHEDULED:
+            check_attempt_transition(attempt.status, AttemptStatus.DISPATCHED)
+            due[timeout].append((saga, attempt))
+            new, detail = str(AttemptStatus.DISPATCHED), ""
+        elif attempt.status == AttemptStatus.DISPATCHED and attempt.deadline_at > now:
+            lapsed.append((saga, attempt))
+            new, detail = attempt.status, "re-sent: not finished within the lease"
         else:
             rest.append(saga)
             continue
-        attempt.dispatches += 1
-        handled.append((saga, attempt, timeout))
         events.append(
             SagaEvent(
                 saga_id=saga.pk,
@@ -578,19 +576,37 @@ def _send_again(sagas: Sequence[Saga]) -> list[Saga]:
                 step=attempt.step,
                 kind=attempt.kind,
                 attempt=attempt.number,
-                old_status=old,
-                new_status=attempt.status,
+                old_status=attempt.status,
+                new_status=new,
                 detail=detail,
             )
         )
-    if handled:
-        StepAttempt.objects.bulk_update(
-            [attempt for _, attempt, _ in handled],
-            ["status", "dispatches", "dispatched_at", "not_before", "deadline_at"],
+        sends.append((saga.pk, attempt.pk, timeout))
+    for timeout, pairs in due.items():
+        StepAttempt.objects.filter(pk__in=[a.pk for _, a in pairs]).update(
+            status=AttemptStatus.DISPATCHED,
+            dispatches=F("dispatches") + 1,
+            dispatched_at=now,
+            not_before=None,
+            deadline_at=now + timedelta(seconds=timeout),
         )
-        Saga.objects.bulk_update([saga for saga, _, _ in handled], ["wake_at"])
-        _write_events(events, {saga.pk: saga.definition for saga, _, _ in handled})
-        send_many_on_commit([(s.pk, a.pk, timeout) for s, a, timeout in handled])
+        Saga.objects.filter(pk__in=[s.pk for s, _ in pairs]).update(
+            wake_at=now + timedelta(seconds=min(lease, timeout))
+        )
+    if lapsed:
+        StepAttempt.objects.filter(pk__in=[a.pk for _, a in lapsed]).update(
+            dispatches=F("dispatches") + 1
+        )
+        deadline = StepAttempt.objects.filter(pk=OuterRef("current_attempt_id"))
+        Saga.objects.filter(pk__in=[s.pk for s, _ in lapsed]).update(
+            wake_at=Least(
+                Value(now + timedelta(seconds=lease)),
+                Subquery(deadline.values("deadline_at")[:1]),
+            )
+        )
+    if sends:
+        _write_events(events, {saga.pk: saga.definition for saga in sagas})
+        send_many_on_commit(sends)
     return rest
 
 
