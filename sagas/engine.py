@@ -21,8 +21,8 @@ from uuid import UUID
 import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import DatabaseError, models, transaction
-from django.db.models import F, OuterRef, Subquery, Value
-from django.db.models.expressions import CombinedExpression, ExpressionWrapper
+from django.db.models import F, Value
+from django.db.models.expressions import CombinedExpression, ExpressionWrapper, RawSQL
 from django.db.models.functions import Least, Now
 
 from sagas import conf, registry
@@ -597,17 +597,23 @@ def _send_again(sagas: Sequence[Saga]) -> list[Saga]:
         StepAttempt.objects.filter(pk__in=[a.pk for _, a in lapsed]).update(
             dispatches=F("dispatches") + 1
         )
-        deadline = StepAttempt.objects.filter(pk=OuterRef("current_attempt_id"))
         Saga.objects.filter(pk__in=[s.pk for s, _ in lapsed]).update(
-            wake_at=Least(
-                Value(now + timedelta(seconds=lease)),
-                Subquery(deadline.values("deadline_at")[:1]),
-            )
+            wake_at=Least(Value(now + timedelta(seconds=lease)), _CURRENT_DEADLINE)
         )
     if sends:
         _write_events(events, {saga.pk: saga.definition for saga in sagas})
         send_many_on_commit(sends)
     return rest
+
+
+# A correlated subquery written out: the ORM's OuterRef form makes PostgreSQL
+# join the whole saga table (a sequential scan over finished sagas too).
+_CURRENT_DEADLINE = RawSQL(
+    f"(SELECT a.deadline_at FROM {StepAttempt._meta.db_table} a"
+    f" WHERE a.id = {Saga._meta.db_table}.current_attempt_id)",
+    (),
+    output_field=models.DateTimeField(),
+)
 
 
 def _step_timeout(saga: Saga, attempt: StepAttempt | None) -> float | None:
