@@ -626,23 +626,18 @@ def _step_timeout(saga: Saga, attempt: StepAttempt | None) -> float | None:
 
 
 def _wake(saga: Saga) -> None:
-    now = saga.db_now  # type: ignore[attr-defined]
+    """Time out an overdue attempt (what ``_send_again`` leaves to the full path)."""
     attempt = saga.current_attempt
-    definition = registry.get(saga.definition)
     tx = _Transaction(saga, SWEEPER)
     if attempt is None:
         tx.set(wake_at=None)
-    elif attempt.status == AttemptStatus.SCHEDULED:
-        _dispatch_now(tx, definition, attempt)
-    elif attempt.status == AttemptStatus.DISPATCHED and attempt.deadline_at <= now:
+    else:
+        definition = registry.get(saga.definition)
         if saga.status == SagaStatus.PENDING:
             tx.saga_status(SagaStatus.RUNNING)
         step = definition.step(attempt.step_index)
-        _fail(
-            tx, definition, attempt, StepTimedOut(f"no result within {step.timeout}s")
-        )
-    elif attempt.status == AttemptStatus.DISPATCHED:
-        _redispatch(tx, definition, attempt, now=now)
+        timed_out = StepTimedOut(f"no result within {step.timeout}s")
+        _fail(tx, definition, attempt, timed_out)
     tx.commit()
 
 
@@ -662,20 +657,6 @@ def _dispatch_now(
         ]
     )
     tx.set(wake_at=_db_in(min(conf.get("SAGAS_DISPATCH_LEASE"), step.timeout)))
-    send_on_commit(
-        tx.saga.pk, attempt.pk, timeout=step.timeout, countdown=0, first=False
-    )
-
-
-def _redispatch(
-    tx: _Transaction, definition: SagaDefinition, attempt: StepAttempt, *, now: Any
-) -> None:
-    """Send an attempt's message again: the first may be lost, or its worker dead."""
-    step = definition.step(attempt.step_index)
-    StepAttempt.objects.filter(pk=attempt.pk).update(dispatches=F("dispatches") + 1)
-    wake = now + timedelta(seconds=conf.get("SAGAS_DISPATCH_LEASE"))
-    tx.set(wake_at=min(wake, attempt.deadline_at))
-    tx.note("re-sent: not finished within the lease", attempt=attempt)
     send_on_commit(
         tx.saga.pk, attempt.pk, timeout=step.timeout, countdown=0, first=False
     )
