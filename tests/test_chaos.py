@@ -94,11 +94,11 @@ def _assert_no_duplicate_effects() -> dict[str, int]:
 def _assert_orders_match_sagas(placed: list[dict[str, Any]]) -> None:
     sagas = {str(s.pk): s.status for s in Saga.objects.all()}
     for order in Order.objects.filter(pk__in=[p["id"] for p in placed]):
-        expected = {
+        expected: dict[str, str] = {
             SagaStatus.COMPLETED: OrderStatus.CONFIRMED,
             SagaStatus.COMPENSATED: OrderStatus.FAILED,
-        }[sagas[str(order.saga_id)]]
-        assert order.status == expected, (order.pk, order.status, expected)
+        }
+        assert order.status == expected[sagas[str(order.saga_id)]], order.pk
 
 
 def test_kill9_of_the_worker_during_steps_loses_and_duplicates_nothing(

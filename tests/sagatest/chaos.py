@@ -21,4 +21,4 @@ def duplicate_every_step_message() -> None:
         from sagas.tasks import step_execute_task
 
         args = body[0] if isinstance(body, (list, tuple)) else body.get("args")
-        step_execute_task.apply_async(args=args, headers={_DUPLICATE_HEADER: True})
+        step_execute_task.apply_async(args=args, headers={_DUPLICATE_HEADER: "1"})
