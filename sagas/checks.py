@@ -26,8 +26,8 @@ def visibility_timeout_check(
     longest_step = max(
         (
             step.timeout
-            for name in registry.names()
-            for step in registry.get(name).steps
+            for definition in registry.definitions()
+            for step in definition.steps
         ),
         default=0.0,
     )

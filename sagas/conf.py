@@ -18,6 +18,11 @@ DEFAULTS: dict[str, float | int] = {
     "SAGAS_STUCK_AFTER": 300.0,
     # Seconds between a step's soft time limit and the hard kill of its worker.
     "SAGAS_HARD_LIMIT_GRACE": 10.0,
+    # Attempts a retriable step gets when it fails with a non-transient error
+    # (a bug): it cannot be compensated, so it is parked after these.
+    "SAGAS_RETRIABLE_MAX_ERRORS": 3,
+    # Seconds an operator action waits for a step holding SQLite's write lock.
+    "SAGAS_OPERATOR_LOCK_WAIT": 2.0,
 }
 
 

@@ -122,6 +122,13 @@ class SagaOutcome:
     data: Mapping[str, Any]
     failed_step: str = ""
     error: str = ""
+    # The status the saga is reaching: completed, compensated, failed, resolved.
+    status: str = ""
+    # True when the saga had started undoing its steps (failed or resolved while
+    # compensating): what it did is being, or has been, given back.
+    compensating: bool = False
+    # The operator's note, for ``on_resolved``.
+    note: str = ""
 
 
 OutcomeHook = Callable[[SagaOutcome], None]
@@ -132,7 +139,13 @@ class SagaDefinition:
     """An ordered list of steps and hooks run when the saga ends.
 
     Hooks run inside the engine's transaction that records the end, so business
-    rows (an order's status) change atomically with the saga's.
+    rows (an order's status) change atomically with the saga's: ``on_completed``,
+    ``on_compensated``, ``on_failed`` (parked for an operator) and ``on_resolved``
+    (closed by an operator).
+
+    A saga keeps the ``version`` it started with. To change the steps, register
+    the changed definition under a new version and keep the old one, with
+    ``retired=True``, until no saga runs it (see the README).
     """
 
     name: str
@@ -141,17 +154,25 @@ class SagaDefinition:
     on_completed: OutcomeHook | None = None
     on_compensated: OutcomeHook | None = None
     on_failed: OutcomeHook | None = None
+    on_resolved: OutcomeHook | None = None
+    # Kept for sagas still running it; new sagas start on a newer version.
+    retired: bool = False
 
     def step(self, index: int) -> Step:
         """Return the step at ``index``."""
         return self.steps[index]
 
-    def index_of(self, name: str) -> int:
-        """Return the position of the step called ``name``."""
+    def index_of(self, name: str) -> int | None:
+        """Return the position of the step called ``name``, or None."""
         for index, step in enumerate(self.steps):
             if step.name == name:
                 return index
-        raise KeyError(name)
+        return None
+
+    @property
+    def label(self) -> str:
+        """Return ``name vN``, how messages name a definition."""
+        return f"{self.name} v{self.version}"
 
     def validate(self) -> None:
         """Raise DefinitionError if the definition cannot run safely."""

@@ -38,3 +38,10 @@ class PermanentError(StepError):
     def __init__(self, message: str, *, partial: bool = False) -> None:
         super().__init__(message)
         self.partial = partial
+
+
+class StepResultError(SagaError):
+    """A step returned something the engine cannot store in the saga's context.
+
+    A result is a mapping of new keys to JSON values (no NaN, no NUL), or None.
+    """

@@ -68,6 +68,8 @@ class Saga(models.Model):
             ("resume_saga", "Can resume a stuck saga"),
             ("compensate_saga", "Can abort a saga and compensate it"),
             ("resolve_saga", "Can mark a failed saga resolved"),
+            ("skip_saga", "Can skip a failed compensation done by hand"),
+            ("migrate_saga", "Can move a saga to another definition version"),
         ]
 
     def __str__(self) -> str:
@@ -80,7 +82,13 @@ class StepAttempt(models.Model):
     step_index = models.PositiveSmallIntegerField()
     kind = models.CharField(max_length=16, choices=AttemptKind.choices)
     number = models.PositiveIntegerField()
+    # The attempt's place in its retry budget: 1 again after an operator retry.
+    try_number = models.PositiveIntegerField(default=1)
     status = models.CharField(max_length=16, choices=AttemptStatus.choices)
+    # The action may have changed something even though it did not succeed (it
+    # timed out, crashed, failed transiently or partly, or failed after it
+    # returned): the step must then be compensated.
+    effects_possible = models.BooleanField(default=False)
     # Deliveries counted only on broker redelivery, to park poison messages.
     deliveries = models.PositiveIntegerField(default=0)
     dispatches = models.PositiveIntegerField(default=0)

@@ -12,7 +12,7 @@ from django.utils import timezone
 from sagas import conf, registry
 from sagas.errors import DefinitionError
 from sagas.models import Saga, SagaEvent, StepAttempt
-from sagas.states import ACTIVE_SAGA_STATUSES, AttemptKind, AttemptStatus, SagaStatus
+from sagas.states import ACTIVE_SAGA_STATUSES, AttemptKind, SagaStatus
 
 
 def stuck_sagas(*, older_than: float | None = None) -> QuerySet[Saga]:
@@ -61,7 +61,8 @@ def step_summaries(saga: Saga) -> list[StepSummary]:
         latest[(step, kind)] = status
         counts[(step, kind)] = counts.get((step, kind), 0) + 1
     try:
-        names = [step.name for step in registry.get(saga.definition).steps]
+        definition = registry.get(saga.definition, saga.version)
+        names = [step.name for step in definition.steps]
     except DefinitionError:
         # A definition removed from the code: show the steps that ran.
         names = list(dict.fromkeys(step for step, _, _ in attempts))
@@ -76,19 +77,6 @@ def step_summaries(saga: Saga) -> list[StepSummary]:
         )
         for name in names
     ]
-
-
-def compensation_order(saga_id: UUID | str) -> list[str]:
-    """Return the steps whose compensation succeeded, in the order they ran."""
-    return list(
-        StepAttempt.objects.filter(
-            saga_id=saga_id,
-            kind=AttemptKind.COMPENSATION,
-            status=AttemptStatus.SUCCEEDED,
-        )
-        .order_by("finished_at", "id")
-        .values_list("step", flat=True)
-    )
 
 
 def saga_summary(saga_id: UUID | str) -> dict[str, object] | None:

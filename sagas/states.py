@@ -42,6 +42,8 @@ class AttemptStatus(models.TextChoices):
     TIMED_OUT = "timed_out", "Timed out"
     # Withdrawn by an operator action before it finished.
     CANCELLED = "cancelled", "Cancelled"
+    # A compensation an operator did by hand: recorded, never run.
+    SKIPPED = "skipped", "Skipped"
 
 
 ACTIVE_SAGA_STATUSES = (SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING)
@@ -54,7 +56,10 @@ TERMINAL_SAGA_STATUSES = (
 OPEN_ATTEMPT_STATUSES = (AttemptStatus.SCHEDULED, AttemptStatus.DISPATCHED)
 
 SAGA_TRANSITIONS: dict[str, frozenset[str]] = {
-    SagaStatus.PENDING: frozenset({SagaStatus.RUNNING, SagaStatus.COMPENSATING}),
+    # A pending saga parks when its definition is not in the code base.
+    SagaStatus.PENDING: frozenset(
+        {SagaStatus.RUNNING, SagaStatus.COMPENSATING, SagaStatus.FAILED}
+    ),
     SagaStatus.RUNNING: frozenset(
         {SagaStatus.COMPENSATING, SagaStatus.COMPLETED, SagaStatus.FAILED}
     ),
@@ -84,6 +89,7 @@ ATTEMPT_TRANSITIONS: dict[str, frozenset[str]] = {
     AttemptStatus.FAILED: frozenset(),
     AttemptStatus.TIMED_OUT: frozenset(),
     AttemptStatus.CANCELLED: frozenset(),
+    AttemptStatus.SKIPPED: frozenset(),
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from sagas import conf, engine
+from sagas import engine
 
 # acks_late is safe only because the engine fences duplicates: a message
 # redelivered after a worker died finds its attempt done or superseded.
@@ -27,13 +27,4 @@ def step_execute_task(self, saga_id: str, attempt_id: int) -> str:  # type: igno
 @shared_task(name="sagas.sweep", acks_late=True, ignore_result=True)
 def sweep_task(batch: int | None = None) -> int:
     """Dispatch due retries, re-send lost steps and time out overdue ones."""
-    limit = batch or int(conf.get("SAGAS_SWEEP_BATCH"))
-    total = 0
-    # Drain several batches per tick so a backlog clears between beats, but
-    # stop so that one tick never runs unbounded.
-    for _ in range(10):
-        handled = engine.sweep(batch=limit)
-        total += handled
-        if handled < limit:
-            break
-    return total
+    return engine.sweep_pass(batch=batch)

@@ -52,7 +52,7 @@ def current_step_name(saga: Saga) -> str:
     if saga.status not in (*ACTIVE_SAGA_STATUSES, SagaStatus.FAILED):
         return ""
     try:
-        return registry.get(saga.definition).step(saga.current_step).name
+        return registry.get(saga.definition, saga.version).step(saga.current_step).name
     except (DefinitionError, IndexError):
         return f"#{saga.current_step}"
 
@@ -60,7 +60,7 @@ def current_step_name(saga: Saga) -> str:
 def step_nodes(saga: Saga) -> list[StepNode]:
     """Return one diagram node per step, in definition order."""
     try:
-        steps = registry.get(saga.definition).steps
+        steps = registry.get(saga.definition, saga.version).steps
         kinds = {step.name: str(step.kind) for step in steps}
         compensable = {step.name for step in steps if step.compensation is not None}
     except DefinitionError:

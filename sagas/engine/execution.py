@@ -1,40 +1,56 @@
-"""Running one step action or compensation, and what follows from its outcome."""
+"""Running one step action or compensation, and recording whatever happens.
+
+A step runs in one transaction: lock the saga, run the function, record the
+success and what follows. Anything that goes wrong in it (the function, its
+result, a hook, writing the record) rolls that transaction back and is then
+recorded as a failed attempt, with its real error, in a transaction of its own.
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 from django.db.models import F
-from django.db.models.functions import Now
 
-from sagas import conf, registry
-from sagas.definition import (
-    RetryPolicy,
-    SagaDefinition,
-    SagaOutcome,
-    Step,
-    StepContext,
-    StepKind,
-)
-from sagas.engine.core import (
-    ENGINE,
-    PoisonMessage,
-    StepTimedOut,
-    _advance,
-    _Transaction,
-)
+from sagas import conf
+from sagas.definition import SagaDefinition, Step, StepContext
+from sagas.engine import machine
+from sagas.errors import StepResultError
 from sagas.models import Saga, StepAttempt
-from sagas.states import (
-    ACTIVE_SAGA_STATUSES,
-    AttemptKind,
-    AttemptStatus,
-    SagaStatus,
-)
+from sagas.signals import step_ran
+from sagas.states import ACTIVE_SAGA_STATUSES, AttemptKind, AttemptStatus
 
-# --- executing ----------------------------------------------------------------
+log = structlog.get_logger("sagas.engine")
+
+
+@dataclass
+class _Claim:
+    tx: machine.Transition
+    definition: SagaDefinition
+    step: Step
+    attempt: StepAttempt
+
+
+class _Parked:
+    """The saga could not run this step (its definition is gone) and was parked."""
+
+
+_PARKED = _Parked()
+
+
+class _StepFailed(Exception):
+    def __init__(self, exc: BaseException, *, after_return: bool) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+        self.after_return = after_return
 
 
 def step_execute(
@@ -47,85 +63,147 @@ def step_execute(
     """
     if redelivered and _count_delivery(attempt_id) > conf.get("SAGAS_MAX_DELIVERIES"):
         return _park_poison(saga_id, attempt_id)
+    report: dict[str, Any] = {}
+    ran = False
     try:
         with transaction.atomic():
             claimed = _claim(saga_id, attempt_id)
             if claimed is None:
                 return "fenced"
-            tx, definition, attempt = claimed
-            step = definition.step(attempt.step_index)
+            if claimed is _PARKED:
+                return "parked"
+            assert isinstance(claimed, _Claim)
+            tx, attempt = claimed.tx, claimed.attempt
+            report = _report(claimed)
             function = (
-                step.action if attempt.kind == AttemptKind.ACTION else step.compensation
+                claimed.step.action
+                if attempt.kind == AttemptKind.ACTION
+                else claimed.step.compensation
             )
             assert function is not None
             context = StepContext(
                 saga_id=tx.saga.pk,
                 business_key=tx.saga.business_key,
-                step=step.name,
+                step=claimed.step.name,
                 kind=attempt.kind,
                 attempt=attempt.number,
                 data=dict(tx.saga.context),
             )
+            began = time.monotonic()
+            ran = True
             try:
                 # The action's own writes commit with the step's record, or not
                 # at all: no savepoint, a failure rolls the whole step back.
                 result = function(context)
-            except Exception as exc:
-                raise _ActionFailed(exc, attempt.started_at) from exc
-            _succeed(tx, definition, attempt, dict(result or {}))
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                report["duration"] = time.monotonic() - began
+                raise _StepFailed(exc, after_return=False) from exc
+            report["duration"] = time.monotonic() - began
+            values = _validated(result, tx.saga.context, attempt.kind)
+            attempt.result = values or None
+            machine.finish_attempt(tx, attempt, AttemptStatus.SUCCEEDED)
+            if values and attempt.kind == AttemptKind.ACTION:
+                tx.set(context={**tx.saga.context, **values})
+            machine.continue_after(tx, claimed.definition, attempt)
             tx.commit()
-    except _ActionFailed as failed:
-        return _record_failure(saga_id, attempt_id, failed)
-    return "succeeded"
+    except _StepFailed as failed:
+        outcome = _record(saga_id, attempt_id, failed.exc, after_return=False)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        if not ran:
+            # Nothing ran: the saga lock or the database failed. The message
+            # is acked; the sweeper re-sends the attempt when its lease lapses.
+            raise
+        outcome = _record(saga_id, attempt_id, exc, after_return=True)
+    else:
+        outcome = "succeeded"
+    _signal(report, outcome)
+    return outcome
 
 
-class _ActionFailed(Exception):
-    def __init__(self, exc: Exception, started_at: Any) -> None:
-        super().__init__(str(exc))
-        self.exc = exc
-        self.started_at = started_at
+def _report(claimed: _Claim) -> dict[str, Any]:
+    saga, attempt = claimed.tx.saga, claimed.attempt
+    dispatched = attempt.dispatched_at
+    now = saga.db_now  # type: ignore[attr-defined]
+    return {
+        "saga_id": str(saga.pk),
+        "definition": saga.definition,
+        "version": saga.version,
+        "step": attempt.step,
+        "step_kind": str(claimed.step.kind),
+        "kind": attempt.kind,
+        "attempt": attempt.number,
+        "duration": 0.0,
+        "lag": (now - dispatched).total_seconds() if dispatched else None,
+    }
 
 
-def _claim(
-    saga_id: UUID | str, attempt_id: int
-) -> tuple[_Transaction, SagaDefinition, StepAttempt] | None:
+def _signal(report: dict[str, Any], outcome: str) -> None:
+    if not report or outcome not in ("succeeded", "failed", "timed_out"):
+        return
+    for receiver, response in step_ran.send_robust(
+        sender=Saga, outcome=outcome, **report
+    ):
+        if isinstance(response, Exception):
+            log.warning(
+                "step.signal_receiver_failed",
+                receiver=repr(receiver),
+                error=repr(response),
+            )
+
+
+def _validated(result: Any, context: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """Return a step's result as new context values, or raise StepResultError."""
+    if result is None:
+        return {}
+    if not isinstance(result, Mapping):
+        raise StepResultError(
+            f"a step returns a mapping or None, not {type(result).__name__}"
+        )
+    values = dict(result)
+    keys = [key for key in values if not isinstance(key, str)]
+    if keys:
+        raise StepResultError(f"result keys must be strings, not {keys[:5]!r}")
+    try:
+        text = json.dumps(values, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StepResultError(f"result is not JSON: {exc}") from exc
+    if "\\u0000" in text:
+        raise StepResultError("result contains a NUL character")
+    if kind == AttemptKind.ACTION:
+        clashes = sorted(
+            key
+            for key, value in values.items()
+            if key in context and context[key] != value
+        )
+        if clashes:
+            raise StepResultError(
+                f"result would overwrite context keys {clashes}: return new keys"
+            )
+    return values
+
+
+def _claim(saga_id: UUID | str, attempt_id: int) -> _Claim | _Parked | None:
     """Lock the saga; return it ready to change, or None if the message is stale."""
-    saga = (
-        Saga.objects.select_for_update(of=("self",))
-        .select_related("current_attempt")
-        .annotate(db_now=Now())
-        .filter(pk=saga_id)
-        .first()
-    )
+    saga = machine.lock_saga(saga_id)
     if saga is None or not _is_current(saga, attempt_id):
         return None
     attempt = saga.current_attempt
     assert attempt is not None
-    tx = _Transaction(saga, ENGINE)
-    if saga.status == SagaStatus.PENDING:
-        tx.saga_status(SagaStatus.RUNNING)
-    attempt.started_at = saga.db_now  # type: ignore[attr-defined]
-    return tx, registry.get(saga.definition), attempt
-
-
-def _record_failure(saga_id: UUID | str, attempt_id: int, failed: _ActionFailed) -> str:
-    """Record a failed action in a new transaction, if its attempt is still current.
-
-    A duplicate delivery may have recorded it meanwhile: then this is fenced.
-    """
-    with transaction.atomic():
-        claimed = _claim(saga_id, attempt_id)
-        if claimed is None:
-            return "fenced"
-        tx, definition, attempt = claimed
-        attempt.started_at = failed.started_at
-        exc: BaseException = failed.exc
-        if isinstance(exc, SoftTimeLimitExceeded):
-            timeout = definition.step(attempt.step_index).timeout
-            exc = StepTimedOut(f"ran past {timeout}s")
-        _fail(tx, definition, attempt, exc)
+    tx = machine.Transition(saga, machine.ENGINE)
+    try:
+        definition = machine.definition_of(saga)
+        step = machine.step_of(definition, attempt)
+    except machine.DefinitionUnavailable as exc:
+        machine.park_unavailable(tx, exc)
         tx.commit()
-    return "timed_out" if isinstance(exc, StepTimedOut) else "failed"
+        return _PARKED
+    machine.start_running(tx)
+    attempt.started_at = saga.db_now  # type: ignore[attr-defined]
+    return _Claim(tx, definition, step, attempt)
 
 
 def _is_current(saga: Saga, attempt_id: int) -> bool:
@@ -137,140 +215,52 @@ def _is_current(saga: Saga, attempt_id: int) -> bool:
     )
 
 
-def _finish_attempt(
-    tx: _Transaction, attempt: StepAttempt, status: str, detail: str = ""
-) -> None:
-    tx.attempt_status(attempt, status, detail=detail)
-    attempt.finished_at = Now()  # type: ignore[assignment]
-    attempt.save(
-        update_fields=[
-            "status",
-            "started_at",
-            "finished_at",
-            "error",
-            "error_type",
-            "result",
-        ]
-    )
+def _record(
+    saga_id: UUID | str, attempt_id: int, exc: BaseException, *, after_return: bool
+) -> str:
+    """Record a failed run in a new transaction, if its attempt is still current.
 
-
-def _succeed(
-    tx: _Transaction,
-    definition: SagaDefinition,
-    attempt: StepAttempt,
-    result: dict[str, Any],
-) -> None:
-    attempt.result = result or None
-    _finish_attempt(tx, attempt, AttemptStatus.SUCCEEDED)
-    if result:
-        tx.set(context={**tx.saga.context, **result})
-    if attempt.kind == AttemptKind.COMPENSATION:
-        _compensate_from(tx, definition, attempt.step_index - 1)
-    elif attempt.step_index + 1 < len(definition.steps):
-        _advance(
-            tx,
-            definition,
-            index=attempt.step_index + 1,
-            kind=AttemptKind.ACTION,
-            number=1,
-        )
-    else:
-        tx.saga_status(SagaStatus.COMPLETED)
-        _close(tx)
-        _run_hook(definition.on_completed, tx.saga)
-
-
-def _policy(step: Step, kind: str) -> RetryPolicy:
-    return step.retry if kind == AttemptKind.ACTION else conf.compensation_policy()
-
-
-def _fail(
-    tx: _Transaction,
-    definition: SagaDefinition,
-    attempt: StepAttempt,
-    exc: BaseException,
-    *,
-    status: str = AttemptStatus.FAILED,
-) -> None:
-    """Record a failed attempt and decide: retry, compensate, or park."""
-    step = definition.step(attempt.step_index)
-    policy = _policy(step, attempt.kind)
-    timed_out = isinstance(exc, StepTimedOut)
-    if timed_out:
-        status = AttemptStatus.TIMED_OUT
-    message = str(exc) or type(exc).__name__
-    attempt.error = message
-    attempt.error_type = f"{type(exc).__module__}.{type(exc).__qualname__}"
-    _finish_attempt(tx, attempt, status, detail=message)
-    transient = timed_out or policy.is_transient(exc)
-    if (
-        transient
-        and not isinstance(exc, PoisonMessage)
-        and policy.allows(attempt.number + 1)
-    ):
-        _advance(
-            tx,
-            definition,
-            index=attempt.step_index,
-            kind=attempt.kind,
-            number=attempt.number + 1,
-            delay=policy.delay(attempt.number + 1),
-        )
-        return
-    tx.set(last_error=f"{step.name} {attempt.kind}: {message}")
-    if attempt.kind == AttemptKind.ACTION and step.kind is StepKind.RETRIABLE:
-        tx.set(failed_step=step.name, error=message)
-    if attempt.kind == AttemptKind.COMPENSATION or step.kind is StepKind.RETRIABLE:
-        _park(tx, definition)
-        return
-    tx.set(failed_step=step.name, error=message)
-    tx.saga_status(SagaStatus.COMPENSATING, detail=f"{step.name}: {message}")
-    # A step that timed out, crashed or kept failing transiently may have done
-    # part of its work: undo it too. A clean permanent failure changed nothing.
-    uncertain = (
-        transient or isinstance(exc, PoisonMessage) or getattr(exc, "partial", False)
-    )
-    _compensate_from(
-        tx, definition, attempt.step_index if uncertain else attempt.step_index - 1
-    )
-
-
-def _compensate_from(tx: _Transaction, definition: SagaDefinition, index: int) -> None:
-    """Compensate the nearest compensatable step at or before ``index``."""
-    for candidate in range(index, -1, -1):
-        if definition.step(candidate).compensation is not None:
-            _advance(
-                tx, definition, index=candidate, kind=AttemptKind.COMPENSATION, number=1
+    A duplicate delivery may have recorded it meanwhile: then this is fenced.
+    If recording it fails too (a hook raising, a database error), the saga is
+    parked with both errors.
+    """
+    if isinstance(exc, SoftTimeLimitExceeded):
+        exc = machine.StepTimedOut(f"ran past its time limit ({exc!r})")
+    try:
+        with transaction.atomic():
+            claimed = _claim(saga_id, attempt_id)
+            if claimed is None:
+                return "fenced"
+            if claimed is _PARKED:
+                return "parked"
+            assert isinstance(claimed, _Claim)
+            machine.record_failure(
+                claimed.tx,
+                claimed.definition,
+                claimed.attempt,
+                exc,
+                after_return=after_return,
             )
-            return
-    tx.saga_status(SagaStatus.COMPENSATED)
-    _close(tx)
-    _run_hook(definition.on_compensated, tx.saga)
+            claimed.tx.commit()
+    except Exception as during:
+        log.exception("step.record_failed", saga_id=str(saga_id), attempt_id=attempt_id)
+        return _park_unrecorded(saga_id, attempt_id, exc, during)
+    return "timed_out" if isinstance(exc, machine.StepTimedOut) else "failed"
 
 
-def _park(tx: _Transaction, definition: SagaDefinition) -> None:
-    """Stop the saga for an operator; ``last_error`` says why."""
-    tx.set(wake_at=None)
-    tx.saga_status(SagaStatus.FAILED, detail=tx.saga.last_error)
-    _run_hook(definition.on_failed, tx.saga)
-
-
-def _close(tx: _Transaction) -> None:
-    tx.set(current_attempt=None, wake_at=None, finished_at=Now())
-
-
-def _run_hook(hook: Any, saga: Saga) -> None:
-    if hook is None:
-        return
-    hook(
-        SagaOutcome(
-            saga_id=saga.pk,
-            business_key=saga.business_key,
-            data=dict(saga.context),
-            failed_step=saga.failed_step,
-            error=saga.error,
-        )
-    )
+def _park_unrecorded(
+    saga_id: UUID | str, attempt_id: int, exc: BaseException, during: Exception
+) -> str:
+    with transaction.atomic():
+        claimed = _claim(saga_id, attempt_id)
+        if claimed is None:
+            return "fenced"
+        if claimed is _PARKED:
+            return "parked"
+        assert isinstance(claimed, _Claim)
+        machine.park_after(claimed.tx, claimed.definition, claimed.attempt, exc, during)
+        claimed.tx.commit()
+    return "parked"
 
 
 # --- poison messages ----------------------------------------------------------
@@ -293,8 +283,12 @@ def _park_poison(saga_id: UUID | str, attempt_id: int) -> str:
         claimed = _claim(saga_id, attempt_id)
         if claimed is None:
             return "fenced"
-        tx, definition, attempt = claimed
-        exc = PoisonMessage(f"crashed its worker {attempt.deliveries - 1} times")
-        _fail(tx, definition, attempt, exc)
-        tx.commit()
+        if claimed is _PARKED:
+            return "parked"
+        assert isinstance(claimed, _Claim)
+        exc = machine.PoisonMessage(
+            f"crashed its worker {claimed.attempt.deliveries - 1} times"
+        )
+        machine.record_failure(claimed.tx, claimed.definition, claimed.attempt, exc)
+        claimed.tx.commit()
     return "poison"

@@ -1,25 +1,19 @@
-"""Operator actions (retry, resume, compensate, resolve), recorded with the actor."""
+"""Operator verbs, each recorded in the timeline with the operator's name.
+
+retry, resume, compensate, skip a compensation, resolve, and migrate a saga to
+another version of its definition. Each locks the saga without waiting (a
+step executing right now means "try again in a moment") and refuses, with a
+reason, whatever does not apply to the saga's state.
+"""
 
 from __future__ import annotations
 
 from uuid import UUID
 
-from django.db import DatabaseError, transaction
-
-from sagas import conf, registry
-from sagas.definition import (
-    SagaDefinition,
-    StepKind,
-)
-from sagas.dispatch import send_on_commit
-from sagas.engine.core import (
-    _advance,
-    _db_in,
-    _mark_dispatched,
-    _Transaction,
-)
-from sagas.engine.execution import _close, _compensate_from, _finish_attempt
-from sagas.errors import DefinitionError, OperatorActionRefused
+from sagas import registry
+from sagas.definition import SagaDefinition, StepKind
+from sagas.engine import machine
+from sagas.errors import OperatorActionRefused
 from sagas.models import Saga, StepAttempt
 from sagas.states import (
     ACTIVE_SAGA_STATUSES,
@@ -29,151 +23,244 @@ from sagas.states import (
     SagaStatus,
 )
 
-# --- operator actions ---------------------------------------------------------
 
-
-def _lock_for_operator(saga_id: UUID | str) -> Saga:
+def _definition(saga: Saga) -> SagaDefinition:
     try:
-        saga = (
-            Saga.objects.select_for_update(nowait=True, of=("self",))
-            .select_related("current_attempt")
-            .get(pk=saga_id)
-        )
-    except DatabaseError:
+        return machine.definition_of(saga)
+    except machine.DefinitionUnavailable as exc:
         raise OperatorActionRefused(
-            "a step of this saga is executing right now; try again in a moment"
-        ) from None
-    return saga
-
-
-def _definition_for_operator(saga: Saga) -> SagaDefinition:
-    try:
-        return registry.get(saga.definition)
-    except DefinitionError:
-        raise OperatorActionRefused(
-            f"saga definition {saga.definition!r} is not in this code base any more; "
-            "only marking the saga resolved is possible"
+            f"{exc} (marking it resolved, or moving it to a version in the code, "
+            "is possible)"
         ) from None
 
 
-def _operator(actor: str) -> str:
-    return actor if actor.startswith("operator:") else f"operator:{actor}"
+def _require_reason(reason: str) -> str:
+    reason = reason.strip()
+    if not reason:
+        raise OperatorActionRefused("a reason is required")
+    return reason
+
+
+def _last_attempt(saga: Saga) -> StepAttempt:
+    last = saga.attempts.order_by("-id").first()
+    if last is None:
+        raise OperatorActionRefused("the saga has no attempt")
+    return last
 
 
 def saga_retry(saga_id: UUID | str, *, actor: str, reason: str) -> Saga:
-    """Run a failed saga's failed step (or compensation) again, as a new attempt."""
-    with transaction.atomic():
-        saga = _lock_for_operator(saga_id)
+    """Run a failed saga's failed step (or compensation) again, with a fresh budget.
+
+    A saga parked after its last attempt succeeded (an end hook raised) goes on
+    from there.
+    """
+    with machine.operator_transaction():
+        saga = machine.lock_for_operator(saga_id)
         if saga.status != SagaStatus.FAILED:
             raise OperatorActionRefused(
                 f"only a failed saga can be retried, not {saga.status}"
             )
-        definition = _definition_for_operator(saga)
-        last = saga.attempts.order_by("-id").first()
-        if last is None:
-            raise OperatorActionRefused("the saga has no attempt to retry")
-        tx = _Transaction(saga, _operator(actor))
-        resumed = (
-            SagaStatus.COMPENSATING
-            if last.kind == AttemptKind.COMPENSATION
-            else SagaStatus.RUNNING
-        )
+        definition = _definition(saga)
+        last = _last_attempt(saga)
+        index = definition.index_of(last.step)
+        if index is None:
+            raise OperatorActionRefused(
+                f"step {last.step!r} is not in {definition.label}"
+            )
+        tx = machine.Transition(saga, machine.operator_actor(actor))
+        compensating = last.kind == AttemptKind.COMPENSATION
+        resumed = SagaStatus.COMPENSATING if compensating else SagaStatus.RUNNING
         tx.saga_status(resumed, detail=f"retry: {reason}")
         tx.set(last_error="", finished_at=None)
-        _advance(
-            tx,
-            definition,
-            index=last.step_index,
-            kind=last.kind,
-            number=last.number + 1,
-        )
+        if not compensating:
+            # Going forward again: the earlier failure no longer describes it.
+            tx.set(failed_step="", error="")
+        if last.status in (AttemptStatus.SUCCEEDED, AttemptStatus.SKIPPED):
+            last.step_index = index
+            machine.continue_after(tx, definition, last)
+        else:
+            machine.advance(
+                tx,
+                definition,
+                index=index,
+                kind=last.kind,
+                number=last.number + 1,
+                try_number=1,
+            )
         tx.commit()
     return saga
 
 
 def saga_resume(saga_id: UUID | str, *, actor: str, reason: str) -> Saga:
     """Send a stuck saga's current attempt now instead of waiting for the sweeper."""
-    with transaction.atomic():
-        saga = _lock_for_operator(saga_id)
+    with machine.operator_transaction():
+        saga = machine.lock_for_operator(saga_id)
         attempt = saga.current_attempt
         if saga.status not in ACTIVE_SAGA_STATUSES or attempt is None:
             raise OperatorActionRefused(
                 f"only an active saga can be resumed, not {saga.status}"
             )
-        definition = _definition_for_operator(saga)
-        step = definition.step(attempt.step_index)
-        tx = _Transaction(saga, _operator(actor))
+        step = machine.step_of(_definition(saga), attempt)
+        tx = machine.Transition(saga, machine.operator_actor(actor))
         tx.note(f"resume: {reason}", attempt=attempt)
-        if attempt.status == AttemptStatus.SCHEDULED:
-            _dispatch_now(tx, definition, attempt)
-        else:
-            tx.set(wake_at=_db_in(min(conf.get("SAGAS_DISPATCH_LEASE"), step.timeout)))
-            send_on_commit(
-                saga.pk, attempt.pk, timeout=step.timeout, countdown=0, first=False
-            )
+        machine.dispatch_now(tx, step, attempt)
         tx.commit()
     return saga
 
 
 def saga_compensate(saga_id: UUID | str, *, actor: str, reason: str) -> Saga:
     """Abort a pending or running saga and compensate what it may have done."""
-    with transaction.atomic():
-        saga = _lock_for_operator(saga_id)
+    with machine.operator_transaction():
+        saga = machine.lock_for_operator(saga_id)
         if saga.status not in (SagaStatus.PENDING, SagaStatus.RUNNING):
             raise OperatorActionRefused(
                 f"only a pending or running saga can be compensated, not {saga.status}"
             )
-        definition = _definition_for_operator(saga)
-        step = definition.step(saga.current_step)
+        definition = _definition(saga)
+        step = definition.steps[saga.current_step]
         if step.kind is not StepKind.COMPENSATABLE:
             raise OperatorActionRefused(
                 f"step {step.name} is past the pivot: the saga can only go forward"
             )
-        tx = _Transaction(saga, _operator(actor))
+        tx = machine.Transition(saga, machine.operator_actor(actor))
         attempt = saga.current_attempt
         if attempt is not None and attempt.status in OPEN_ATTEMPT_STATUSES:
-            attempt.error = f"cancelled by {tx.actor}"
-            _finish_attempt(tx, attempt, AttemptStatus.CANCELLED, detail=reason)
+            # A dispatched attempt may have run partly before its worker died.
+            machine.finish_attempt(
+                tx,
+                attempt,
+                AttemptStatus.CANCELLED,
+                error=OperatorActionRefused(f"cancelled by {tx.actor}"),
+                effects_possible=attempt.status == AttemptStatus.DISPATCHED,
+                detail=reason,
+            )
         error = f"aborted by {tx.actor}: {reason}"
         tx.set(failed_step=step.name, error=error)
         tx.saga_status(SagaStatus.COMPENSATING, detail=error)
-        # The current step may have partly run: its compensation goes first.
-        _compensate_from(tx, definition, saga.current_step)
+        machine.compensate_next(tx, definition)
+        tx.commit()
+    return saga
+
+
+def saga_skip_compensation(saga_id: UUID | str, *, actor: str, reason: str) -> Saga:
+    """Record a parked saga's failed compensation as done by hand, and go on.
+
+    Compensation continues with the step before it, in reverse order as usual.
+    """
+    reason = _require_reason(reason)
+    with machine.operator_transaction():
+        saga = machine.lock_for_operator(saga_id)
+        last = saga.attempts.order_by("-id").first() if saga.pk else None
+        if (
+            saga.status != SagaStatus.FAILED
+            or last is None
+            or last.kind != AttemptKind.COMPENSATION
+            or last.status in (AttemptStatus.SUCCEEDED, AttemptStatus.SKIPPED)
+        ):
+            raise OperatorActionRefused(
+                "only a saga parked on a failed compensation can skip it"
+            )
+        definition = _definition(saga)
+        index = definition.index_of(last.step)
+        if index is None:
+            raise OperatorActionRefused(
+                f"step {last.step!r} is not in {definition.label}"
+            )
+        tx = machine.Transition(saga, machine.operator_actor(actor))
+        tx.saga_status(SagaStatus.COMPENSATING, detail=f"skip {last.step}: {reason}")
+        tx.set(last_error="", finished_at=None)
+        machine.skip_compensation(tx, definition.steps[index], last, reason)
+        machine.compensate_next(tx, definition)
         tx.commit()
     return saga
 
 
 def saga_resolve(saga_id: UUID | str, *, actor: str, reason: str) -> Saga:
-    """Close a failed saga by hand, recording the operator's note."""
-    with transaction.atomic():
-        saga = _lock_for_operator(saga_id)
+    """Close a failed saga by hand, recording the operator's note.
+
+    The definition's ``on_resolved`` hook runs in the same transaction; if it
+    raises, nothing changes and the operator is told why.
+    """
+    with machine.operator_transaction():
+        saga = machine.lock_for_operator(saga_id)
         if saga.status != SagaStatus.FAILED:
             raise OperatorActionRefused(
                 f"only a failed saga can be resolved, not {saga.status}"
             )
-        tx = _Transaction(saga, _operator(actor))
-        tx.saga_status(SagaStatus.RESOLVED, detail=f"resolved: {reason}")
-        _close(tx)
+        # A definition no longer in the code has no hook to run.
+        definition = registry.find(saga.definition, saga.version)
+        tx = machine.Transition(saga, machine.operator_actor(actor))
+        try:
+            machine.resolve(tx, definition, reason)
+        except Exception as exc:
+            kind, message = machine.error_fields(exc)
+            raise OperatorActionRefused(
+                f"the on_resolved hook raised {kind}: {message}"
+            ) from exc
         tx.commit()
     return saga
 
 
-def _dispatch_now(
-    tx: _Transaction, definition: SagaDefinition, attempt: StepAttempt
-) -> None:
-    step = definition.step(attempt.step_index)
-    tx.attempt_status(attempt, AttemptStatus.DISPATCHED)
-    _mark_dispatched(attempt, delay=0, timeout=step.timeout)
-    attempt.save(
-        update_fields=[
-            "status",
-            "dispatches",
-            "dispatched_at",
-            "not_before",
-            "deadline_at",
+def saga_migrate(saga_id: UUID | str, *, version: int, actor: str, reason: str) -> Saga:
+    """Move a saga to another version of its definition (instance migration).
+
+    Allowed when every step the saga has run maps by name onto the target, in
+    the same order, and the target adds no step before the saga's current
+    position (it would never run). Attempts keep their names, so idempotency
+    keys, and the refunds keyed by them, stay the same.
+    """
+    reason = _require_reason(reason)
+    with machine.operator_transaction():
+        saga = machine.lock_for_operator(saga_id)
+        if saga.status not in (*ACTIVE_SAGA_STATUSES, SagaStatus.FAILED):
+            raise OperatorActionRefused(
+                f"only an active or failed saga can be migrated, not {saga.status}"
+            )
+        if version == saga.version:
+            raise OperatorActionRefused(f"the saga already runs version {version}")
+        target = registry.find(saga.definition, version)
+        if target is None:
+            raise OperatorActionRefused(
+                f"no saga definition {saga.definition!r} version {version} in the code"
+            )
+        ran = list(
+            dict.fromkeys(
+                StepAttempt.objects.filter(saga=saga)
+                .order_by("id")
+                .values_list("step", flat=True)
+            )
+        )
+        found = {name: target.index_of(name) for name in ran}
+        missing = [name for name, index in found.items() if index is None]
+        mapping = {name: index for name, index in found.items() if index is not None}
+        if missing:
+            raise OperatorActionRefused(
+                f"{target.label} has no step {', '.join(missing)}: the saga cannot "
+                "map onto it"
+            )
+        forward = [mapping[name] for name in ran]
+        if forward != sorted(forward):
+            raise OperatorActionRefused(
+                f"{target.label} runs the saga's steps in another order"
+            )
+        attempt = saga.current_attempt
+        current = attempt.step if attempt is not None else (ran[-1] if ran else "")
+        position = mapping.get(current, 0)
+        skipped = [
+            step.name for step in target.steps[:position] if step.name not in mapping
         ]
-    )
-    tx.set(wake_at=_db_in(min(conf.get("SAGAS_DISPATCH_LEASE"), step.timeout)))
-    send_on_commit(
-        tx.saga.pk, attempt.pk, timeout=step.timeout, countdown=0, first=False
-    )
+        if skipped:
+            raise OperatorActionRefused(
+                f"{target.label} adds {', '.join(skipped)} before {current}: it "
+                "would never run"
+            )
+        tx = machine.Transition(saga, machine.operator_actor(actor))
+        old = saga.version
+        for name, index in mapping.items():
+            StepAttempt.objects.filter(saga=saga, step=name).update(step_index=index)
+        if attempt is not None:
+            attempt.step_index = position
+        tx.set(version=version, current_step=position)
+        tx.note(f"migrated from version {old} to {version}: {reason}")
+        tx.commit()
+    return saga

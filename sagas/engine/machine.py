@@ -1,0 +1,819 @@
+"""The saga state machine: the only code that writes a saga's or an attempt's status.
+
+Verbs above it (``start``, ``execution``, ``sweeper``, ``operators``) decide
+*what* happens; this module decides whether it may, and writes it:
+
+- ``lock_saga`` / ``operator_transaction``: take the saga row lock;
+- ``Transition``: change statuses through the tables in ``sagas.states``, write
+  one ``SagaEvent`` per change in the same transaction, log and signal on commit;
+- ``advance`` / ``dispatch_now`` / ``resend``: create, dispatch and re-send
+  attempts, each with its lease (``lease_for``);
+- ``record_failure`` / ``continue_after``: what a failed or finished attempt
+  means for the saga: retry, go on, compensate, end or park.
+
+Concurrency: a worker executing a step holds the saga row lock for the whole
+step (action included), so a duplicate message waits, then finds its attempt
+superseded and does nothing; sweepers skip locked rows, which is how they tell
+a step being executed from a step whose worker or message was lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import structlog
+from django.db import (
+    DatabaseError,
+    OperationalError,
+    connection,
+    models,
+    transaction,
+)
+from django.db.models import F, Q, Value
+from django.db.models.expressions import CombinedExpression, ExpressionWrapper, RawSQL
+from django.db.models.functions import Least, Now
+
+from sagas import conf, registry
+from sagas.definition import (
+    RetryPolicy,
+    SagaDefinition,
+    SagaOutcome,
+    Step,
+    StepKind,
+)
+from sagas.dispatch import Send, send_many_on_commit
+from sagas.errors import OperatorActionRefused, SagaError
+from sagas.models import Saga, SagaEvent, StepAttempt
+from sagas.signals import saga_transition
+from sagas.states import (
+    ACTIVE_SAGA_STATUSES,
+    AttemptKind,
+    AttemptStatus,
+    SagaStatus,
+    check_attempt_transition,
+    check_saga_transition,
+)
+
+log = structlog.get_logger("sagas.engine")
+
+ENGINE = "engine"
+SWEEPER = "sweeper"
+
+# Column sizes: text written into them is cut to fit rather than failing the
+# transaction that records a failure.
+_ACTOR_MAX = 150
+_ERROR_TYPE_MAX = 200
+_ERROR_MAX = 10_000
+_DETAIL_MAX = 2000
+
+
+class StepTimedOut(Exception):
+    """A step ran past its deadline; its effects are unknown."""
+
+
+class PoisonMessage(Exception):
+    """A step message crashed its worker more often than allowed."""
+
+
+class DefinitionUnavailable(SagaError):
+    """The saga's definition version, or the attempt's step, is not in the code."""
+
+
+def operator_actor(actor: str) -> str:
+    """Return the actor recorded for an operator: ``operator:<name>``."""
+    return actor if actor.startswith("operator:") else f"operator:{actor}"
+
+
+def clean_text(text: str, limit: int) -> str:
+    """Return ``text`` storable anywhere: no NUL (PostgreSQL refuses it), cut."""
+    text = text.replace("\x00", "\\x00")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def error_fields(exc: BaseException) -> tuple[str, str]:
+    """Return (error type, message) of ``exc`` as stored on an attempt."""
+    kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    message = str(exc) or type(exc).__name__
+    return clean_text(kind, _ERROR_TYPE_MAX), clean_text(message, _ERROR_MAX)
+
+
+def db_in(seconds: float) -> ExpressionWrapper:
+    """Return "database now + seconds": deadlines never trust a worker's clock."""
+    expression: CombinedExpression | Now = Now()
+    if seconds:
+        expression = Now() + timedelta(seconds=seconds)
+    return ExpressionWrapper(expression, output_field=models.DateTimeField())
+
+
+def lease_for(step: Step) -> float:
+    """Return how long a dispatched attempt may wait before it is re-sent."""
+    return min(conf.get("SAGAS_DISPATCH_LEASE"), step.timeout)
+
+
+# --- locking ------------------------------------------------------------------
+
+
+def lock_saga(
+    saga_id: UUID | str, *, skip_locked: bool = False, nowait: bool = False
+) -> Saga | None:
+    """Lock a saga row (with its current attempt and the database time)."""
+    return (
+        Saga.objects.select_for_update(
+            skip_locked=skip_locked, nowait=nowait, of=("self",)
+        )
+        .select_related("current_attempt")
+        .annotate(db_now=Now())
+        .filter(pk=saga_id)
+        .first()
+    )
+
+
+_BUSY = "a step of this saga is executing right now; try again in a moment"
+
+
+@contextlib.contextmanager
+def operator_transaction() -> Iterator[None]:
+    """Run an operator verb in a transaction that refuses instead of waiting.
+
+    PostgreSQL refuses a locked row at once (``NOWAIT``). SQLite has no row
+    locks: a worker executing a step holds the database's write lock, so the
+    operator waits at most ``SAGAS_OPERATOR_LOCK_WAIT`` seconds for it, then is
+    refused the same way.
+    """
+    sqlite = connection.vendor == "sqlite"
+    if sqlite:
+        wait_ms = int(conf.get("SAGAS_OPERATOR_LOCK_WAIT") * 1000)
+        connection.ensure_connection()
+        previous = connection.cursor().execute("PRAGMA busy_timeout").fetchone()[0]
+        connection.cursor().execute(f"PRAGMA busy_timeout = {wait_ms}")
+    try:
+        with transaction.atomic():
+            yield
+    except OperationalError as exc:
+        if sqlite and "locked" in str(exc):
+            raise OperatorActionRefused(_BUSY) from None
+        raise
+    finally:
+        if sqlite:
+            connection.cursor().execute(f"PRAGMA busy_timeout = {int(previous)}")
+
+
+def lock_for_operator(saga_id: UUID | str) -> Saga:
+    """Lock a saga for an operator verb; refuse if a step of it is executing."""
+    try:
+        saga = lock_saga(saga_id, nowait=True)
+    except DatabaseError:
+        raise OperatorActionRefused(_BUSY) from None
+    if saga is None:
+        raise OperatorActionRefused("no such saga")
+    return saga
+
+
+# --- definitions --------------------------------------------------------------
+
+
+def definition_of(saga: Saga) -> SagaDefinition:
+    """Return the definition version the saga runs, or raise DefinitionUnavailable."""
+    definition = registry.find(saga.definition, saga.version)
+    if definition is None:
+        raise DefinitionUnavailable(
+            f"saga definition {saga.definition!r} version {saga.version} is not in "
+            "this code base; deploy it again (retired=True) or move the saga to "
+            "another version"
+        )
+    return definition
+
+
+def step_of(definition: SagaDefinition, attempt: StepAttempt) -> Step:
+    """Return the step an attempt runs, checking that its recorded name matches.
+
+    A definition changed in place (same version) could put another step at
+    the attempt's position: that step must never run in its stead.
+    """
+    index = attempt.step_index
+    if index < len(definition.steps) and definition.steps[index].name == attempt.step:
+        return definition.steps[index]
+    found = definition.steps[index].name if index < len(definition.steps) else None
+    raise DefinitionUnavailable(
+        f"{definition.label} has {found!r} at position {index}, but the saga's "
+        f"attempt is for step {attempt.step!r}: the definition changed without a "
+        "new version"
+    )
+
+
+# --- recording transitions ----------------------------------------------------
+
+
+@dataclass
+class Transition:
+    """Collect one transaction's changes to a saga; write events, log on commit."""
+
+    saga: Saga
+    actor: str
+    events: list[SagaEvent] = field(default_factory=list)
+    saga_fields: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.actor = clean_text(self.actor, _ACTOR_MAX)
+
+    def saga_status(self, new: str, detail: str = "") -> None:
+        old = self.saga.status
+        check_saga_transition(old, new)
+        self.saga.status = new
+        self.saga_fields.add("status")
+        self._event(old, new, detail=detail)
+
+    def attempt_status(self, attempt: StepAttempt, new: str, detail: str = "") -> None:
+        old = attempt.status
+        check_attempt_transition(old, new)
+        attempt.status = new
+        self._event(old, new, attempt=attempt, detail=detail)
+
+    def attempt_created(self, attempt: StepAttempt, detail: str = "") -> None:
+        self._event("", attempt.status, attempt=attempt, detail=detail)
+
+    def note(self, detail: str, attempt: StepAttempt | None = None) -> None:
+        """Record an event that changes no status (an operator's resume)."""
+        self._event(self.saga.status, self.saga.status, attempt=attempt, detail=detail)
+
+    def set(self, **values: Any) -> None:
+        """Change saga fields other than its status."""
+        if "status" in values:
+            raise ValueError("use saga_status() to change a saga's status")
+        for name, value in values.items():
+            setattr(self.saga, name, value)
+            self.saga_fields.add(name)
+
+    def _event(
+        self, old: str, new: str, *, attempt: StepAttempt | None = None, detail: str
+    ) -> None:
+        self.events.append(
+            SagaEvent(
+                saga_id=self.saga.pk,
+                actor=self.actor,
+                step=attempt.step if attempt else "",
+                kind=attempt.kind if attempt else "",
+                attempt=attempt.number if attempt else None,
+                old_status=old,
+                new_status=new,
+                detail=clean_text(detail, _DETAIL_MAX),
+            )
+        )
+
+    def commit(self) -> None:
+        if self.saga_fields:
+            self.saga.updated_at = Now()  # type: ignore[assignment]
+            self.saga.save(update_fields=[*sorted(self.saga_fields), "updated_at"])
+        write_events(self.events, {self.saga.pk: self.saga})
+
+
+def write_events(events: list[SagaEvent], sagas: dict[Any, Saga]) -> None:
+    """Insert events; log and signal each once committed."""
+    SagaEvent.objects.bulk_create(events)
+    lines = [
+        {
+            "saga_id": str(event.saga_id),
+            "definition": sagas[event.saga_id].definition,
+            "version": sagas[event.saga_id].version,
+            "step": event.step,
+            "kind": event.kind,
+            "attempt": event.attempt,
+            "old_status": event.old_status,
+            "new_status": event.new_status,
+            "actor": event.actor,
+            "detail": event.detail,
+        }
+        for event in events
+    ]
+    transaction.on_commit(lambda: _announce(lines))
+
+
+def _announce(lines: list[dict[str, Any]]) -> None:
+    for line in lines:
+        transition = f"{line['old_status'] or '-'} -> {line['new_status']}"
+        fields = {
+            k: v for k, v in line.items() if k not in ("old_status", "new_status")
+        }
+        if line["new_status"] == SagaStatus.FAILED and not line["kind"]:
+            log.error("saga.needs_operator", transition=transition, **fields)
+        else:
+            log.info("saga.transition", transition=transition, **fields)
+        for receiver, response in saga_transition.send_robust(sender=Saga, **line):
+            if isinstance(response, Exception):
+                log.warning(
+                    "saga.signal_receiver_failed",
+                    receiver=repr(receiver),
+                    error=repr(response),
+                )
+
+
+# --- attempts -----------------------------------------------------------------
+
+
+def create(
+    definition: SagaDefinition,
+    *,
+    business_key: str,
+    context: dict[str, Any],
+    actor: str,
+) -> Saga:
+    """Insert a pending saga and its first attempt (sent after commit)."""
+    saga = Saga(
+        definition=definition.name,
+        version=definition.version,
+        business_key=business_key,
+        context=dict(context),
+        status=SagaStatus.PENDING,
+    )
+    saga.save(force_insert=True)
+    tx = Transition(saga, actor)
+    tx.events.append(
+        SagaEvent(saga_id=saga.pk, actor=tx.actor, new_status=SagaStatus.PENDING)
+    )
+    advance(tx, definition, index=0, kind=AttemptKind.ACTION, number=1)
+    tx.commit()
+    return saga
+
+
+def advance(
+    tx: Transition,
+    definition: SagaDefinition,
+    *,
+    index: int,
+    kind: str,
+    number: int,
+    try_number: int = 1,
+    delay: float = 0.0,
+) -> StepAttempt:
+    """Create the saga's next attempt, make it current, and send it on commit."""
+    step = definition.steps[index]
+    attempt = StepAttempt(
+        saga_id=tx.saga.pk,
+        step=step.name,
+        step_index=index,
+        kind=kind,
+        number=number,
+        try_number=try_number,
+    )
+    if delay > conf.get("SAGAS_MAX_BROKER_COUNTDOWN"):
+        # A long backoff waits in the database: a broker ETA beyond the
+        # visibility timeout is delivered again and again (celery#2599).
+        attempt.status = AttemptStatus.SCHEDULED
+        attempt.not_before = db_in(delay)  # type: ignore[assignment]
+        wake_at = db_in(delay)
+    else:
+        _mark_dispatched(attempt, delay=delay, timeout=step.timeout)
+        wake_at = db_in(delay + lease_for(step))
+    attempt.save(force_insert=True)
+    tx.attempt_created(attempt, detail=f"backoff {delay:.2f}s" if delay else "")
+    tx.set(current_step=index, current_attempt=attempt, wake_at=wake_at)
+    if attempt.status == AttemptStatus.DISPATCHED:
+        first = index == 0 and number == 1 and kind == AttemptKind.ACTION
+        send_many_on_commit(
+            [Send(tx.saga.pk, attempt.pk, step.timeout, countdown=delay, first=first)]
+        )
+    return attempt
+
+
+def _mark_dispatched(attempt: StepAttempt, *, delay: float, timeout: float) -> None:
+    attempt.status = AttemptStatus.DISPATCHED
+    attempt.dispatches = (attempt.dispatches or 0) + 1
+    attempt.dispatched_at = db_in(0)  # type: ignore[assignment]
+    attempt.not_before = db_in(delay) if delay else None  # type: ignore[assignment]
+    # The deadline runs from dispatch ("schedule to close"): it also bounds a
+    # message that never reached a worker.
+    attempt.deadline_at = db_in(delay + timeout)  # type: ignore[assignment]
+
+
+def dispatch_now(tx: Transition, step: Step, attempt: StepAttempt) -> None:
+    """Send the current attempt now (dispatch it if scheduled, else re-send it)."""
+    if attempt.status == AttemptStatus.SCHEDULED:
+        tx.attempt_status(attempt, AttemptStatus.DISPATCHED)
+        _mark_dispatched(attempt, delay=0, timeout=step.timeout)
+        attempt.save(
+            update_fields=[
+                "status",
+                "dispatches",
+                "dispatched_at",
+                "not_before",
+                "deadline_at",
+            ]
+        )
+    tx.set(wake_at=db_in(lease_for(step)))
+    send_many_on_commit([Send(tx.saga.pk, attempt.pk, step.timeout)])
+
+
+def finish_attempt(
+    tx: Transition,
+    attempt: StepAttempt,
+    status: str,
+    *,
+    error: BaseException | None = None,
+    effects_possible: bool = False,
+    detail: str = "",
+) -> None:
+    """Close an attempt: succeeded, failed, timed out or cancelled."""
+    if error is not None:
+        attempt.error_type, attempt.error = error_fields(error)
+        detail = detail or attempt.error
+    attempt.effects_possible = effects_possible
+    tx.attempt_status(attempt, status, detail=detail)
+    attempt.finished_at = Now()  # type: ignore[assignment]
+    attempt.save(
+        update_fields=[
+            "status",
+            "started_at",
+            "finished_at",
+            "error",
+            "error_type",
+            "result",
+            "effects_possible",
+        ]
+    )
+
+
+def skip_compensation(tx: Transition, step: Step, last: StepAttempt, note: str) -> None:
+    """Record a compensation as done by hand (never run), after ``last``."""
+    attempt = StepAttempt.objects.create(
+        saga_id=tx.saga.pk,
+        step=step.name,
+        step_index=last.step_index,
+        kind=AttemptKind.COMPENSATION,
+        number=last.number + 1,
+        status=AttemptStatus.SKIPPED,
+        finished_at=Now(),
+        error=clean_text(note, _ERROR_MAX),
+    )
+    tx.attempt_created(attempt, detail=f"done by hand: {note}")
+
+
+# --- sweeping -----------------------------------------------------------------
+
+
+def claim_due(limit: int) -> list[Saga]:
+    """Lock up to ``limit`` due active sagas, skipping locked ones."""
+    return list(
+        Saga.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("current_attempt")
+        .annotate(db_now=Now())
+        .filter(status__in=ACTIVE_SAGA_STATUSES, wake_at__lte=Now())
+        .order_by("wake_at")[:limit]
+    )
+
+
+def resend(sagas: Sequence[tuple[Saga, Step]]) -> list[Saga]:
+    """Dispatch due backoffs and re-send lapsed leases, set-based; return the rest.
+
+    Neither counts as progress, so ``updated_at`` (what "stuck" looks at) stays.
+    The rest (overdue attempts, sagas without one) take the full path.
+    """
+    lease = conf.get("SAGAS_DISPATCH_LEASE")
+    rest: list[Saga] = []
+    # Due backoffs grouped by step timeout (their new deadline); lapsed leases.
+    due: dict[float, list[tuple[Saga, StepAttempt]]] = {}
+    lapsed: list[tuple[Saga, StepAttempt]] = []
+    events: list[SagaEvent] = []
+    sends: list[Send] = []
+    now: Any = None
+    for saga, step in sagas:
+        now = saga.db_now  # type: ignore[attr-defined]
+        attempt = saga.current_attempt
+        assert attempt is not None
+        if attempt.status == AttemptStatus.SCHEDULED:
+            check_attempt_transition(attempt.status, AttemptStatus.DISPATCHED)
+            due.setdefault(step.timeout, []).append((saga, attempt))
+            new, detail = str(AttemptStatus.DISPATCHED), ""
+        elif attempt.status == AttemptStatus.DISPATCHED and attempt.deadline_at > now:
+            lapsed.append((saga, attempt))
+            new, detail = attempt.status, "re-sent: not finished within the lease"
+        else:
+            rest.append(saga)
+            continue
+        events.append(
+            SagaEvent(
+                saga_id=saga.pk,
+                actor=SWEEPER,
+                step=attempt.step,
+                kind=attempt.kind,
+                attempt=attempt.number,
+                old_status=attempt.status,
+                new_status=new,
+                detail=detail,
+            )
+        )
+        sends.append(Send(saga.pk, attempt.pk, step.timeout))
+    for timeout, pairs in due.items():
+        StepAttempt.objects.filter(pk__in=[a.pk for _, a in pairs]).update(
+            status=AttemptStatus.DISPATCHED,
+            dispatches=F("dispatches") + 1,
+            dispatched_at=now,
+            not_before=None,
+            deadline_at=now + timedelta(seconds=timeout),
+        )
+        Saga.objects.filter(pk__in=[s.pk for s, _ in pairs]).update(
+            wake_at=now + timedelta(seconds=min(lease, timeout))
+        )
+    if lapsed:
+        StepAttempt.objects.filter(pk__in=[a.pk for _, a in lapsed]).update(
+            dispatches=F("dispatches") + 1
+        )
+        Saga.objects.filter(pk__in=[s.pk for s, _ in lapsed]).update(
+            wake_at=Least(Value(now + timedelta(seconds=lease)), _CURRENT_DEADLINE)
+        )
+    if sends:
+        write_events(events, {saga.pk: saga for saga, _ in sagas})
+        send_many_on_commit(sends)
+    return rest
+
+
+def postpone(saga: Saga, seconds: float) -> None:
+    """Move a saga's wake-up ``seconds`` ahead (it could not be handled now)."""
+    Saga.objects.filter(pk=saga.pk).update(wake_at=db_in(seconds))
+
+
+# A correlated subquery written out: the ORM's OuterRef form makes PostgreSQL
+# join the whole saga table (a sequential scan over finished sagas too).
+_CURRENT_DEADLINE = RawSQL(
+    f"(SELECT a.deadline_at FROM {StepAttempt._meta.db_table} a"
+    f" WHERE a.id = {Saga._meta.db_table}.current_attempt_id)",
+    (),
+    output_field=models.DateTimeField(),
+)
+
+
+# --- what an outcome means ------------------------------------------------------
+
+
+def start_running(tx: Transition) -> None:
+    """Mark a pending saga running: its first step is being executed."""
+    if tx.saga.status == SagaStatus.PENDING:
+        tx.saga_status(SagaStatus.RUNNING)
+
+
+def park_after(
+    tx: Transition,
+    definition: SagaDefinition,
+    attempt: StepAttempt,
+    exc: BaseException,
+    during: BaseException,
+) -> None:
+    """Record a failed attempt whose ordinary recording failed, and park the saga."""
+    action = attempt.kind == AttemptKind.ACTION
+    finish_attempt(
+        tx, attempt, AttemptStatus.FAILED, error=exc, effects_possible=action
+    )
+    kind, message = error_fields(during)
+    if action:
+        tx.set(failed_step=attempt.step, error=attempt.error)
+    tx.set(
+        last_error=f"{attempt.step} {attempt.kind}: {attempt.error}; "
+        f"recording it raised {kind}: {message}"
+    )
+    park(tx, definition)
+
+
+def policy_for(step: Step, kind: str) -> RetryPolicy:
+    """Return the retry policy of a step's action, or the one every compensation has."""
+    return step.retry if kind == AttemptKind.ACTION else conf.compensation_policy()
+
+
+def continue_after(
+    tx: Transition, definition: SagaDefinition, attempt: StepAttempt
+) -> None:
+    """Go on from a succeeded attempt: next step, next compensation, or the end."""
+    if attempt.kind == AttemptKind.COMPENSATION:
+        compensate_next(tx, definition)
+    elif attempt.step_index + 1 < len(definition.steps):
+        advance(
+            tx,
+            definition,
+            index=attempt.step_index + 1,
+            kind=AttemptKind.ACTION,
+            number=1,
+        )
+    else:
+        end(tx, definition, SagaStatus.COMPLETED)
+
+
+def record_failure(
+    tx: Transition,
+    definition: SagaDefinition,
+    attempt: StepAttempt,
+    exc: BaseException,
+    *,
+    after_return: bool = False,
+) -> None:
+    """Record a failed attempt and decide: retry, compensate, or park.
+
+    ``after_return``: the action returned, then something failed (its result,
+    a hook, writing the record), so its effects may well have happened.
+    """
+    step = definition.steps[attempt.step_index]
+    policy = policy_for(step, attempt.kind)
+    timed_out = isinstance(exc, StepTimedOut)
+    poison = isinstance(exc, PoisonMessage)
+    compensation = attempt.kind == AttemptKind.COMPENSATION
+    # Compensations must succeed: every error is worth another attempt.
+    transient = timed_out or compensation or policy.is_transient(exc)
+    effects = (
+        after_return or transient or poison or bool(getattr(exc, "partial", False))
+    )
+    finish_attempt(
+        tx,
+        attempt,
+        AttemptStatus.TIMED_OUT if timed_out else AttemptStatus.FAILED,
+        error=exc,
+        effects_possible=effects and not compensation,
+    )
+    message = attempt.error
+    retriable = step.kind is StepKind.RETRIABLE and not compensation
+    next_try = attempt.try_number + 1
+    if not poison and (
+        (transient and policy.allows(next_try))
+        # A retriable step cannot be compensated: a programming error there
+        # is retried a bounded number of times, then parked with its error.
+        or (
+            retriable
+            and not transient
+            and next_try <= conf.get("SAGAS_RETRIABLE_MAX_ERRORS")
+        )
+    ):
+        advance(
+            tx,
+            definition,
+            index=attempt.step_index,
+            kind=attempt.kind,
+            number=attempt.number + 1,
+            try_number=next_try,
+            delay=policy.delay(next_try),
+        )
+        return
+    tx.set(last_error=f"{step.name} {attempt.kind}: {message}")
+    if compensation:
+        park(tx, definition)
+        return
+    tx.set(failed_step=step.name, error=message)
+    if retriable:
+        park(tx, definition)
+        return
+    if step.kind is StepKind.PIVOT and _effects_possible(tx.saga, step.name):
+        # Past the point of no return, or not: only a person can tell.
+        tx.set(
+            last_error=f"{step.name}: the pivot's outcome is unknown ({message}); "
+            "check whether it took effect, then retry or resolve"
+        )
+        park(tx, definition)
+        return
+    tx.saga_status(SagaStatus.COMPENSATING, detail=f"{step.name}: {message}")
+    compensate_next(tx, definition)
+
+
+def _effects_possible(saga: Saga, step: str) -> bool:
+    return StepAttempt.objects.filter(
+        Q(status=AttemptStatus.SUCCEEDED) | Q(effects_possible=True),
+        saga_id=saga.pk,
+        step=step,
+        kind=AttemptKind.ACTION,
+    ).exists()
+
+
+def compensate_next(tx: Transition, definition: SagaDefinition) -> None:
+    """Compensate the last step that may have had effects and is not yet undone.
+
+    Steps are undone in strict reverse order, each once: a step counts when
+    any attempt of its action succeeded or may have had effects.
+    """
+    rows = StepAttempt.objects.filter(saga_id=tx.saga.pk).values_list(
+        "step", "kind", "status", "effects_possible"
+    )
+    touched: set[str] = set()
+    undone: set[str] = set()
+    for name, kind, status, effects in rows:
+        if kind == AttemptKind.ACTION and (
+            effects or status == AttemptStatus.SUCCEEDED
+        ):
+            touched.add(name)
+        elif kind == AttemptKind.COMPENSATION and status in (
+            AttemptStatus.SUCCEEDED,
+            AttemptStatus.SKIPPED,
+        ):
+            undone.add(name)
+    for index in range(len(definition.steps) - 1, -1, -1):
+        step = definition.steps[index]
+        if step.compensation is None or step.name not in touched - undone:
+            continue
+        previous = (
+            StepAttempt.objects.filter(
+                saga_id=tx.saga.pk, step=step.name, kind=AttemptKind.COMPENSATION
+            )
+            .order_by("-number")
+            .values_list("number", flat=True)
+            .first()
+        )
+        advance(
+            tx,
+            definition,
+            index=index,
+            kind=AttemptKind.COMPENSATION,
+            number=(previous or 0) + 1,
+        )
+        return
+    end(tx, definition, SagaStatus.COMPENSATED)
+
+
+def outcome(saga: Saga, status: str, note: str = "") -> SagaOutcome:
+    """Return what a definition's hooks receive about ``saga``."""
+    return SagaOutcome(
+        saga_id=saga.pk,
+        business_key=saga.business_key,
+        data=dict(saga.context),
+        failed_step=saga.failed_step,
+        error=saga.error,
+        status=status,
+        compensating=saga.status == SagaStatus.COMPENSATING
+        or bool(getattr(saga, "was_compensating", False)),
+        note=note,
+    )
+
+
+def end(tx: Transition, definition: SagaDefinition, status: str) -> None:
+    """End the saga completed or compensated, running the definition's hook.
+
+    The hook runs in this transaction, so business rows change with the saga.
+    If it raises, the end is not recorded: the caller's transaction rolls back
+    and the failure is recorded on the attempt that led here.
+    """
+    hook = (
+        definition.on_completed
+        if status == SagaStatus.COMPLETED
+        else definition.on_compensated
+    )
+    if hook is not None:
+        hook(outcome(tx.saga, status))
+    tx.saga_status(status)
+    _close(tx)
+
+
+def park(tx: Transition, definition: SagaDefinition | None) -> None:
+    """Stop the saga for an operator; ``last_error`` says why.
+
+    ``on_failed`` runs in a savepoint: if it raises, the saga is parked anyway
+    and the hook's error is added to ``last_error``.
+    """
+    if tx.saga.status == SagaStatus.COMPENSATING:
+        tx.saga.was_compensating = True  # type: ignore[attr-defined]
+    hook = definition.on_failed if definition is not None else None
+    if hook is not None:
+        try:
+            with transaction.atomic():
+                hook(outcome(tx.saga, SagaStatus.FAILED))
+        except Exception as exc:
+            kind, message = error_fields(exc)
+            tx.set(
+                last_error=f"{tx.saga.last_error}; on_failed raised {kind}: {message}"
+            )
+    tx.set(wake_at=None)
+    tx.saga_status(SagaStatus.FAILED, detail=tx.saga.last_error)
+
+
+def park_unavailable(tx: Transition, error: DefinitionUnavailable) -> None:
+    """Park a saga whose definition version or step is not in the code base."""
+    attempt = tx.saga.current_attempt
+    if attempt is not None and attempt.status in (
+        AttemptStatus.SCHEDULED,
+        AttemptStatus.DISPATCHED,
+    ):
+        finish_attempt(tx, attempt, AttemptStatus.CANCELLED, error=error)
+    tx.set(last_error=str(error))
+    definition = registry.find(tx.saga.definition, tx.saga.version)
+    park(tx, definition)
+
+
+def resolve(tx: Transition, definition: SagaDefinition | None, note: str) -> None:
+    """Close a parked saga by hand; ``on_resolved`` runs in this transaction."""
+    if definition is not None and definition.on_resolved is not None:
+        saga = tx.saga
+        saga.was_compensating = _was_compensating(saga)  # type: ignore[attr-defined]
+        definition.on_resolved(outcome(saga, SagaStatus.RESOLVED, note))
+    tx.saga_status(SagaStatus.RESOLVED, detail=f"resolved: {note}")
+    _close(tx)
+
+
+def _was_compensating(saga: Saga) -> bool:
+    return (
+        StepAttempt.objects.filter(
+            saga_id=saga.pk, kind=AttemptKind.COMPENSATION
+        ).exists()
+        or SagaEvent.objects.filter(
+            saga_id=saga.pk, kind="", new_status=SagaStatus.COMPENSATING
+        ).exists()
+    )
+
+
+def _close(tx: Transition) -> None:
+    tx.set(current_attempt=None, wake_at=None, finished_at=Now())
