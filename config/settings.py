@@ -172,6 +172,13 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # task: a new PostgreSQL session (and two extra transactions) per saga step.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Beat copies these into its tables at start-up (editable in the admin there).
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "orders-deliver-confirmations": {
+        "task": "orders.confirmations_deliver",
+        "schedule": 60.0,
+    },
+}
 CELERY_TIMEZONE = TIME_ZONE
 
 # --- Sagas ------------------------------------------------------------------

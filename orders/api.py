@@ -60,7 +60,7 @@ class StepOut(Schema):
 
 class OrderOut(Schema):
     id: UUID
-    status: Literal["pending", "confirmed", "failed"]
+    status: Literal["pending", "confirmed", "failed", "on_hold"]
     failure_reason: str
     total_cents: int
     currency: str

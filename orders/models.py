@@ -13,6 +13,8 @@ class OrderStatus(models.TextChoices):
     CONFIRMED = "confirmed", "Confirmed"
     # Could not be fulfilled; everything taken was given back.
     FAILED = "failed", "Failed"
+    # Its saga is parked: an operator is putting things right.
+    ON_HOLD = "on_hold", "On hold"
 
 
 class Order(models.Model):
@@ -33,6 +35,8 @@ class Order(models.Model):
     )
     # sha256 of the request body, to tell a retry from a different order under one key.
     request_fingerprint = models.CharField(max_length=64, blank=True)
+    # Set by the confirmation step; the email leaves once that step commits.
+    confirmation_queued_at = models.DateTimeField(null=True, blank=True)
     confirmation_sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(db_default=Now())
     updated_at = models.DateTimeField(db_default=Now())

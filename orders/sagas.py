@@ -11,7 +11,12 @@ from uuid import UUID
 
 from inventory.services import OutOfStock, UnknownSku, stock_release, stock_reserve
 from orders.models import Order
-from orders.services import order_confirm, order_fail, order_send_confirmation
+from orders.services import (
+    order_confirm,
+    order_fail,
+    order_hold,
+    order_send_confirmation,
+)
 from payments.gateway import CardDeclined, ChargeVoided, GatewayUnavailable
 from payments.services import payment_charge, payment_refund
 from sagas.definition import (
@@ -100,6 +105,25 @@ def _compensated(outcome: SagaOutcome) -> None:
     order_fail(order_id=outcome.data["order_id"], reason=outcome.error)
 
 
+def _failed(outcome: SagaOutcome) -> None:
+    order_hold(
+        order_id=outcome.data["order_id"],
+        reason="We are looking into a problem with this order.",
+    )
+
+
+def _resolved(outcome: SagaOutcome) -> None:
+    # Parked while undoing: the operator finished giving everything back.
+    # Parked going forward (past the charge): the order was fulfilled.
+    if outcome.compensating:
+        order_fail(
+            order_id=outcome.data["order_id"],
+            reason=outcome.error or f"Cancelled: {outcome.note}",
+        )
+    else:
+        order_confirm(order_id=outcome.data["order_id"])
+
+
 ORDER_SAGA = register(
     SagaDefinition(
         name="order_checkout",
@@ -131,6 +155,8 @@ ORDER_SAGA = register(
         ),
         on_completed=_completed,
         on_compensated=_compensated,
+        on_failed=_failed,
+        on_resolved=_resolved,
     )
 )
 

@@ -6,6 +6,8 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -13,6 +15,7 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models.functions import Now
+from django.utils import timezone
 
 from inventory.selectors import products_by_sku
 from inventory.services import UnknownSku
@@ -128,25 +131,53 @@ def _create(
     return order
 
 
+# Orders a parked saga holds, or that an operator's resolution closes, can
+# still be confirmed or failed.
+_OPEN = (OrderStatus.PENDING, OrderStatus.ON_HOLD)
+
+
 def order_confirm(*, order_id: UUID | str) -> None:
     """Mark the order confirmed (its saga completed)."""
-    Order.objects.filter(pk=order_id, status=OrderStatus.PENDING).update(
-        status=OrderStatus.CONFIRMED, updated_at=Now()
+    Order.objects.filter(pk=order_id, status__in=_OPEN).update(
+        status=OrderStatus.CONFIRMED, failure_reason="", updated_at=Now()
     )
 
 
 def order_fail(*, order_id: UUID | str, reason: str) -> None:
     """Mark the order failed with a reason the customer can read."""
-    Order.objects.filter(pk=order_id, status=OrderStatus.PENDING).update(
+    Order.objects.filter(pk=order_id, status__in=_OPEN).update(
         status=OrderStatus.FAILED, failure_reason=reason, updated_at=Now()
     )
 
 
-@transaction.atomic
+def order_hold(*, order_id: UUID | str, reason: str) -> None:
+    """Put the order on hold while an operator looks at its parked saga."""
+    Order.objects.filter(pk=order_id, status=OrderStatus.PENDING).update(
+        status=OrderStatus.ON_HOLD, failure_reason=reason, updated_at=Now()
+    )
+
+
 def order_send_confirmation(*, order_id: UUID | str) -> bool:
-    """Email the order confirmation once; return False if it was already sent."""
+    """Queue the order confirmation; it is emailed once the caller commits.
+
+    Emailing inside the step's transaction would send it again whenever that
+    transaction rolls back after the send and the step is retried. Return
+    False if it was already queued.
+    """
+    queued = Order.objects.filter(
+        pk=order_id, confirmation_queued_at__isnull=True
+    ).update(confirmation_queued_at=Now())
+    transaction.on_commit(
+        partial(order_deliver_confirmation, order_id=order_id), robust=True
+    )
+    return bool(queued)
+
+
+@transaction.atomic
+def order_deliver_confirmation(*, order_id: UUID | str) -> bool:
+    """Email a queued confirmation once; return False if it was sent already."""
     order = Order.objects.select_for_update().get(pk=order_id)
-    if order.confirmation_sent_at is not None:
+    if order.confirmation_queued_at is None or order.confirmation_sent_at is not None:
         return False
     lines = "\n".join(f"  {line.quantity} x {line.sku}" for line in order.lines.all())
     send_mail(
@@ -161,3 +192,15 @@ def order_send_confirmation(*, order_id: UUID | str) -> bool:
     order.confirmation_sent_at = Now()  # type: ignore[assignment]
     order.save(update_fields=["confirmation_sent_at"])
     return True
+
+
+def confirmations_deliver(*, older_than: float = 60.0) -> int:
+    """Email confirmations queued over ``older_than`` seconds ago and never sent.
+
+    They were committed, but the process died before emailing them.
+    """
+    cutoff = timezone.now() - timedelta(seconds=older_than)
+    pending = Order.objects.filter(
+        confirmation_queued_at__lt=cutoff, confirmation_sent_at__isnull=True
+    ).values_list("pk", flat=True)
+    return sum(order_deliver_confirmation(order_id=pk) for pk in list(pending[:500]))

@@ -157,7 +157,10 @@ def test_kill9_of_the_worker_during_steps_loses_and_duplicates_nothing(
 
     # then: every saga ended, nothing lost, no effect twice, ledgers balance
     assert kills >= 5
-    assert {s.status for s in sagas} <= {SagaStatus.COMPLETED, SagaStatus.COMPENSATED}
+    assert {s.status for s in sagas} <= {
+        SagaStatus.COMPLETED,
+        SagaStatus.COMPENSATED,
+    }, [(s.business_key, s.last_error) for s in sagas if s.status == SagaStatus.FAILED]
     _assert_orders_match_sagas(placed)
     figures = _assert_no_duplicate_effects()
     # The kills landed while steps of every kind were in flight.
