@@ -41,8 +41,12 @@ demo: venv
 bench: venv
 	$(PY) scripts/services.py run -- $(PY) -m bench
 
+# import-linter keeps sagas free of domain apps and the engine layered;
+# scripts/lint_engine.py keeps status writes in the state machine.
 lint: venv
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy .
+	.venv/bin/lint-imports
+	$(PY) scripts/lint_engine.py
 
 clean:
 	rm -rf var/

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Check the engine's boundaries that import-linter cannot see.
+
+1. Only ``sagas/engine/machine.py`` writes a saga's or an attempt's status:
+   no other module of ``sagas`` assigns ``.status``, passes ``status=`` to a
+   model constructor, ``create``, ``update`` or ``bulk_update``, or names
+   ``"status"`` in ``update_fields``.
+2. No module imports an underscore name from another module of the project.
+
+Exit 1 listing every offence as ``path:line: message``.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("sagas", "orders", "inventory", "payments", "shipping", "config")
+STATE_MACHINE = ROOT / "sagas" / "engine" / "machine.py"
+WRITERS = {"create", "update", "bulk_update", "get_or_create", "update_or_create"}
+MODELS = {"Saga", "StepAttempt"}
+
+
+def _status_writes(tree: ast.AST) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Attribute) and target.attr == "status":
+                    found.append((node.lineno, "assigns .status"))
+        elif isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            keywords = {kw.arg for kw in node.keywords}
+            if "status" in keywords and (name in WRITERS or name in MODELS):
+                found.append((node.lineno, f"passes status= to {name}()"))
+            for kw in node.keywords:
+                if kw.arg == "update_fields" and "status" in ast.unparse(kw.value):
+                    found.append((node.lineno, "saves update_fields with status"))
+    return found
+
+
+def _private_imports(tree: ast.AST) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module.split(".")[0] not in PACKAGES:
+                continue
+            for alias in node.names:
+                if alias.name.startswith("_"):
+                    found.append(
+                        (node.lineno, f"imports private {node.module}.{alias.name}")
+                    )
+    return found
+
+
+def main() -> int:
+    offences = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue
+            tree = ast.parse(path.read_text(), str(path))
+            checks = _private_imports(tree)
+            if package == "sagas" and path != STATE_MACHINE:
+                checks += _status_writes(tree)
+            offences += [f"{path.relative_to(ROOT)}:{n}: {m}" for n, m in checks]
+    for offence in offences:
+        print(offence)
+    return 1 if offences else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
