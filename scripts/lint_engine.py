@@ -7,7 +7,8 @@
    ``"status"`` in ``update_fields``.
 2. No module imports an underscore name from another module of the project.
 
-Exit 1 listing every offence as ``path:line: message``.
+Usage: ``lint_engine.py [ROOT]`` (default: this checkout). Exit 1 listing
+every offence as ``path:line: message``.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ import ast
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("sagas", "orders", "inventory", "payments", "shipping", "config")
-STATE_MACHINE = ROOT / "sagas" / "engine" / "machine.py"
+STATE_MACHINE = Path("sagas", "engine", "machine.py")
 WRITERS = {"create", "update", "bulk_update", "get_or_create", "update_or_create"}
 MODELS = {"Saga", "StepAttempt"}
 
@@ -33,7 +33,11 @@ def _status_writes(tree: ast.AST) -> list[tuple[int, str]]:
                     found.append((node.lineno, "assigns .status"))
         elif isinstance(node, ast.Call):
             func = node.func
-            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            name = (
+                func.attr
+                if isinstance(func, ast.Attribute)
+                else getattr(func, "id", "")
+            )
             keywords = {kw.arg for kw in node.keywords}
             if "status" in keywords and (name in WRITERS or name in MODELS):
                 found.append((node.lineno, f"passes status= to {name}()"))
@@ -57,21 +61,23 @@ def _private_imports(tree: ast.AST) -> list[tuple[int, str]]:
     return found
 
 
-def main() -> int:
+def main(root: Path) -> int:
     offences = []
     for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            if "migrations" in path.parts:
+        for path in sorted((root / package).rglob("*.py")):
+            relative = path.relative_to(root)
+            if "migrations" in relative.parts:
                 continue
             tree = ast.parse(path.read_text(), str(path))
             checks = _private_imports(tree)
-            if package == "sagas" and path != STATE_MACHINE:
+            if package == "sagas" and relative != STATE_MACHINE:
                 checks += _status_writes(tree)
-            offences += [f"{path.relative_to(ROOT)}:{n}: {m}" for n, m in checks]
+            offences += [f"{relative}:{n}: {m}" for n, m in checks]
     for offence in offences:
         print(offence)
     return 1 if offences else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    default = Path(__file__).resolve().parent.parent
+    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else default))

@@ -165,8 +165,9 @@ def make_due(saga_id: Any) -> None:
 def expire(saga_id: Any) -> None:
     """Put the current attempt past its deadline, as if its worker hung or died."""
     past = Now() - datetime.timedelta(minutes=5)
-    saga = Saga.objects.get(pk=saga_id)
-    StepAttempt.objects.filter(pk=saga.current_attempt_id).update(deadline_at=past)
+    StepAttempt.objects.filter(saga_id=saga_id, status="dispatched").update(
+        deadline_at=past
+    )
     Saga.objects.filter(pk=saga_id).update(wake_at=past)
 
 

@@ -209,7 +209,7 @@ def _register(shape: Shape) -> SagaDefinition:
     steps = tuple(
         Step(
             f"s{index}",
-            action,
+            action,  # type: ignore[arg-type]  # returns a list on purpose
             compensation=compensation if kind is StepKind.COMPENSATABLE else None,
             kind=kind,
             timeout=30,
