@@ -554,3 +554,37 @@ def test_only_the_state_machine_changes_statuses_through_transitions() -> None:
         tx.set(status=SagaStatus.COMPLETED)
     attempt = attempts(saga.pk)[0]
     assert attempt.kind == AttemptKind.ACTION
+
+
+def test_a_deploy_mid_flight_lets_every_v1_saga_finish_on_v1() -> None:
+    # given: v1 sagas at every position, including some compensating
+    v1 = define("c", "c", "c", "c", names=("a", "b", "c", "d"), name="rollout")
+    sagas = []
+    for position in range(4):
+        for plan in ({}, {"d:action": ["permanent"]}):
+            saga = start(v1, plan=plan)
+            for _ in range(position):
+                run_next(saga.pk)
+            sagas.append(saga)
+
+    # when: v2 inserts x, renames b to b2 and removes c; v1 stays, retired
+    registry.unregister("rollout", 1)
+    registry.register(replace(v1, retired=True))
+    v2 = define(
+        "c", "c", "c", "c", names=("a", "x", "b2", "d"), name="rollout", version=2
+    )
+    finals = [drive(saga.pk) for saga in sagas]
+    newcomer = start("rollout")
+    drive(newcomer.pk)
+
+    # then: every v1 saga ran v1's steps; the new one ran v2's
+    for saga, final in zip(sagas, finals, strict=True):
+        assert final.version == 1
+        if final.status == SagaStatus.COMPLETED:
+            assert calls(saga.pk) == ["a", "b", "c", "d"]
+        else:
+            assert final.status == SagaStatus.COMPENSATED
+            assert calls(saga.pk, "compensation") == ["c", "b", "a"]
+    assert {f.status for f in finals} == {SagaStatus.COMPLETED, SagaStatus.COMPENSATED}
+    assert newcomer.version == v2.version
+    assert calls(newcomer.pk) == ["a", "x", "b2", "d"]
