@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Warning, register
+from django.core.checks import CheckMessage, Tags, Warning, register
+from django.db import DatabaseError
 
 from sagas import conf, registry
 
@@ -46,4 +47,37 @@ def visibility_timeout_check(
             hint="Raise CELERY_VISIBILITY_TIMEOUT or lower the countdown/timeouts.",
             id="sagas.W001",
         )
+    ]
+
+
+@register(Tags.database)
+def versions_in_code_check(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Warn about sagas in flight whose definition version is not in the code.
+
+    They cannot move (the engine parks them): deploy the version again, marked
+    ``retired=True``, or move them to another version from the admin. Run with
+    ``manage.py check --database default`` (``migrate`` runs it too).
+    """
+    if not databases:
+        return []
+    from sagas.selectors import versions_in_flight
+
+    try:
+        versions = versions_in_flight()
+    except DatabaseError:
+        # Tables not created yet: nothing is in flight.
+        return []
+    return [
+        Warning(
+            f"{v.active} active and {v.failed} parked saga(s) run "
+            f"{v.definition!r} version {v.version}, which is not in the code",
+            hint="Register that version again with retired=True until its sagas "
+            "finish, or move them to another version (admin: Move to version).",
+            obj=f"{v.definition} v{v.version}",
+            id="sagas.W002",
+        )
+        for v in versions
+        if not v.in_code and (v.active or v.failed)
     ]

@@ -143,3 +143,50 @@ def saga_detail(saga_id: UUID | str) -> dict[str, object] | None:
             for e in saga_timeline(saga.pk)
         ],
     }
+
+
+@dataclass(frozen=True)
+class VersionInFlight:
+    definition: str
+    version: int
+    active: int
+    failed: int
+    # False when the code no longer has this version: its sagas cannot move.
+    in_code: bool
+    retired: bool
+
+
+def versions_in_flight() -> list[VersionInFlight]:
+    """Return each (definition, version) with active or parked sagas, and in code.
+
+    Registered versions with none in flight are listed too, with zero counts,
+    so a retired version that has drained shows that it can be removed.
+    """
+    counts: dict[tuple[str, int], dict[str, int]] = {}
+    rows = (
+        Saga.objects.filter(status__in=(*ACTIVE_SAGA_STATUSES, SagaStatus.FAILED))
+        .order_by()
+        .values_list("definition", "version", "status")
+        .annotate(n=Count("id"))
+    )
+    for name, version, status, n in rows:
+        bucket = counts.setdefault((name, version), {"active": 0, "failed": 0})
+        bucket["failed" if status == SagaStatus.FAILED else "active"] += n
+    for definition in registry.definitions():
+        counts.setdefault(
+            (definition.name, definition.version), {"active": 0, "failed": 0}
+        )
+    result = []
+    for (name, version), bucket in sorted(counts.items()):
+        found = registry.find(name, version)
+        result.append(
+            VersionInFlight(
+                definition=name,
+                version=version,
+                active=bucket["active"],
+                failed=bucket["failed"],
+                in_code=found is not None,
+                retired=bool(found and found.retired),
+            )
+        )
+    return result

@@ -28,8 +28,10 @@ from tests.admin_support import (
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
-ACTIONS = ("retry", "resume", "compensate", "resolve")
-ALL_ACTION_PERMS = tuple(f"{action}_saga" for action in ACTIONS)
+ACTIONS = ("retry", "resume", "compensate", "resolve", "skip")
+# Moving a saga needs a version too: its permission is checked in
+# test_admin_versions; here it only counts among the other permissions.
+ALL_ACTION_PERMS = (*(f"{action}_saga" for action in ACTIONS), "migrate_saga")
 REASON = "customer called, stock fixed by hand"
 
 # Per action: a saga it applies to, and what the saga looks like once applied.
@@ -38,6 +40,7 @@ START: dict[str, Callable[[str], Saga]] = {
     "resume": pending_saga,
     "compensate": pending_saga,
     "resolve": failed_saga,
+    "skip": failed_saga,
 }
 STATUS_AFTER = {
     # The failed compensation runs again.
@@ -46,12 +49,15 @@ STATUS_AFTER = {
     "resume": "pending",
     "compensate": "compensating",
     "resolve": "resolved",
+    # The failed compensation is recorded as done by hand; nothing is left.
+    "skip": "compensated",
 }
 DETAIL_AFTER = {
     "retry": f"retry: {REASON}",
     "resume": f"resume: {REASON}",
     "compensate": f"aborted by operator:{{user}}: {REASON}",
     "resolve": f"resolved: {REASON}",
+    "skip": f"skip step_one: {REASON}",
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from django import forms
@@ -37,6 +38,8 @@ class OperatorAction:
     offered_in: tuple[str, ...]
     done: str
     dangerous: bool = False
+    # The confirmation form: a reason, and whatever else the verb needs.
+    form_class: type[forms.Form] | None = None
 
     @property
     def codename(self) -> str:
@@ -46,9 +49,31 @@ class OperatorAction:
     def bulk_name(self) -> str:
         return f"{self.name}_selected"
 
-    def run(self, saga_id: UUID | str, *, actor: str, reason: str) -> Saga:
-        """Apply the action through its engine verb."""
-        return self.verb(saga_id, actor=actor, reason=reason)
+    def run(self, saga_id: UUID | str, *, actor: str, **fields: Any) -> Saga:
+        """Apply the action through its engine verb, with the form's fields."""
+        return self.verb(saga_id, actor=actor, **fields)
+
+    def form(self, data: Any = None) -> forms.Form:
+        """Return the confirmation form, bound to ``data`` if given."""
+        return (self.form_class or ReasonForm)(data)
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Recorded in the saga's timeline with your name.",
+    )
+
+
+class MigrateForm(ReasonForm):
+    version = forms.IntegerField(
+        min_value=1,
+        help_text="The definition version to move the saga to. Every step the "
+        "saga ran must exist there, in the same order.",
+    )
+
+    field_order = ("version", "reason")
 
 
 ACTIONS: tuple[OperatorAction, ...] = (
@@ -97,18 +122,36 @@ ACTIONS: tuple[OperatorAction, ...] = (
         offered_in=(SagaStatus.FAILED,),
         done="Marked resolved",
     ),
+    OperatorAction(
+        name="skip",
+        verb=engine.saga_skip_compensation,
+        label="Skip compensation",
+        explanation=(
+            "Record the compensation that failed as done by hand (say how in the "
+            "reason): it will not run again, and compensation goes on with the "
+            "step before it."
+        ),
+        offered_in=(SagaStatus.FAILED,),
+        done="Compensation skipped",
+        dangerous=True,
+    ),
+    OperatorAction(
+        name="migrate",
+        verb=engine.saga_migrate,
+        label="Move to version",
+        explanation=(
+            "Move the saga to another version of its definition, for instance "
+            "when its own version is no longer in the code. Steps are matched by "
+            "name; the engine refuses a version the saga cannot map onto."
+        ),
+        offered_in=(*ACTIVE_SAGA_STATUSES, SagaStatus.FAILED),
+        done="Moved",
+        form_class=MigrateForm,
+    ),
 )
 
 ACTIONS_BY_NAME = {action.name: action for action in ACTIONS}
 ACTIONS_BY_BULK_NAME = {action.bulk_name: action for action in ACTIONS}
-
-
-class ReasonForm(forms.Form):
-    reason = forms.CharField(
-        max_length=1000,
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text="Recorded in the saga's timeline with your name.",
-    )
 
 
 @dataclass
@@ -118,13 +161,13 @@ class BulkOutcome:
 
 
 def apply_to_many(
-    action: OperatorAction, saga_ids: list[UUID], *, actor: str, reason: str
+    action: OperatorAction, saga_ids: list[UUID], *, actor: str, **fields: Any
 ) -> BulkOutcome:
     """Apply ``action`` to each saga in its own transaction; collect refusals."""
     outcome = BulkOutcome(applied=[], refused=[])
     for saga_id in sorted(saga_ids):
         try:
-            action.run(saga_id, actor=actor, reason=reason)
+            action.run(saga_id, actor=actor, **fields)
         except OperatorActionRefused as exc:
             outcome.refused.append((saga_id, str(exc)))
         else:

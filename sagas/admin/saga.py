@@ -39,14 +39,13 @@ from sagas.admin.operator import (
     ACTIONS_BY_NAME,
     BULK_LIMIT,
     OperatorAction,
-    ReasonForm,
     apply_to_many,
     bulk_report,
 )
 from sagas.admin.related import related_rows
 from sagas.errors import DefinitionError, OperatorActionRefused
 from sagas.models import Saga
-from sagas.selectors import status_counts
+from sagas.selectors import status_counts, versions_in_flight
 from sagas.states import SagaStatus
 from sagas.templatetags.saga_admin import saga_badge
 
@@ -210,11 +209,23 @@ class SagaAdmin(admin.ModelAdmin):
     def has_resolve_permission(self, request: HttpRequest) -> bool:
         return self.may_act(request, ACTIONS_BY_NAME["resolve"])
 
+    def has_skip_permission(self, request: HttpRequest) -> bool:
+        return self.may_act(request, ACTIONS_BY_NAME["skip"])
+
+    def has_migrate_permission(self, request: HttpRequest) -> bool:
+        return self.may_act(request, ACTIONS_BY_NAME["migrate"])
+
     # --- pages ----------------------------------------------------------------
 
     def get_urls(self) -> list[URLPattern]:
         opts = self.opts
         operator_urls = [
+            path(
+                "versions/",
+                self.admin_site.admin_view(self.versions_view),
+                name=f"{opts.app_label}_{opts.model_name}_versions",
+            ),
+        ] + [
             path(
                 f"<path:object_id>/{action.name}/",
                 self.admin_site.admin_view(self._operator_view(action)),
@@ -242,6 +253,7 @@ class SagaAdmin(admin.ModelAdmin):
                 (value, label, counts.get(value, 0))
                 for value, label in SagaStatus.choices
             ]
+            context["versions_url"] = self._url("versions")
         return super().changelist_view(request, context)
 
     def render_change_form(
@@ -298,9 +310,9 @@ class SagaAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(self._url("changelist"))
         if not self.has_view_permission(request, obj):
             raise PermissionDenied
-        form = ReasonForm(request.POST if request.method == "POST" else None)
+        form = action.form(request.POST if request.method == "POST" else None)
         if form.is_bound and form.is_valid():
-            self._apply(request, obj, action, form.cleaned_data["reason"])
+            self._apply(request, obj, action, form.cleaned_data)
             return HttpResponseRedirect(self._url("change", obj))
         context = {
             **self.admin_site.each_context(request),
@@ -320,11 +332,31 @@ class SagaAdmin(admin.ModelAdmin):
             request, "admin/sagas/saga/operator_action.html", context
         )
 
+    def versions_view(self, request: HttpRequest) -> HttpResponse:
+        """List sagas in flight per definition version; flag versions not in code."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Definition versions in flight",
+            "subtitle": None,
+            "versions": versions_in_flight(),
+            "changelist_url": self._url("changelist"),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/sagas/saga/versions.html", context)
+
     def _apply(
-        self, request: HttpRequest, obj: Saga, action: OperatorAction, reason: str
+        self,
+        request: HttpRequest,
+        obj: Saga,
+        action: OperatorAction,
+        fields: dict[str, Any],
     ) -> None:
+        reason = fields["reason"]
         try:
-            action.run(obj.pk, actor=request.user.get_username(), reason=reason)
+            action.run(obj.pk, actor=request.user.get_username(), **fields)
         except (OperatorActionRefused, DefinitionError) as exc:
             self.message_user(
                 request,
@@ -351,14 +383,14 @@ class SagaAdmin(admin.ModelAdmin):
             )
             return None
         confirmed = request.POST.get("post") == "yes"
-        form = ReasonForm(request.POST if confirmed else None)
+        form = action.form(request.POST if confirmed else None)
         if form.is_bound and form.is_valid():
             reason = form.cleaned_data["reason"]
             outcome = apply_to_many(
                 action,
                 [saga.pk for saga in sagas],
                 actor=request.user.get_username(),
-                reason=reason,
+                **form.cleaned_data,
             )
             by_id = {saga.pk: saga for saga in sagas}
             for saga_id in outcome.applied:
