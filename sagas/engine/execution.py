@@ -17,7 +17,7 @@ from uuid import UUID
 
 import structlog
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
 
 from sagas import conf
@@ -242,6 +242,10 @@ def _record(
                 after_return=after_return,
             )
             claimed.tx.commit()
+    except (OperationalError, InterfaceError):
+        # The database is unreachable: nothing can be recorded now. The
+        # attempt stays dispatched and the sweeper sends it again later.
+        raise
     except Exception as during:
         log.exception("step.record_failed", saga_id=str(saga_id), attempt_id=attempt_id)
         return _park_unrecorded(saga_id, attempt_id, exc, during)
