@@ -191,6 +191,11 @@ SAGAS_MAX_DELIVERIES = env.int("SAGAS_MAX_DELIVERIES", default=5)
 SAGAS_SWEEP_BATCH = env.int("SAGAS_SWEEP_BATCH", default=200)
 SAGAS_SWEEP_INTERVAL = env.float("SAGAS_SWEEP_INTERVAL", default=2.0)
 SAGAS_STUCK_AFTER = env.float("SAGAS_STUCK_AFTER", default=300.0)
+# Steps and seconds a worker may run a saga inline before handing it back.
+SAGAS_INLINE_STEPS = env.int("SAGAS_INLINE_STEPS", default=16)
+SAGAS_INLINE_SECONDS = env.float("SAGAS_INLINE_SECONDS", default=2.0)
+# Attempts of a retriable step failing with a bug before the saga is parked.
+SAGAS_RETRIABLE_MAX_ERRORS = env.int("SAGAS_RETRIABLE_MAX_ERRORS", default=3)
 # Modules outside installed apps' ``sagas.py`` that register definitions.
 SAGAS_DEFINITION_MODULES = env.list("SAGAS_DEFINITION_MODULES", default=[])
 

@@ -35,6 +35,7 @@ def visibility_timeout_check(
     needed = (
         conf.get("SAGAS_MAX_BROKER_COUNTDOWN")
         + longest_step
+        + conf.get("SAGAS_INLINE_SECONDS")
         + conf.get("SAGAS_HARD_LIMIT_GRACE")
     )
     if options["visibility_timeout"] > needed:
@@ -42,8 +43,8 @@ def visibility_timeout_check(
     return [
         Warning(
             f"broker visibility_timeout ({options['visibility_timeout']}s) must exceed "
-            f"SAGAS_MAX_BROKER_COUNTDOWN + the longest step timeout + the hard-limit "
-            f"grace ({needed:.0f}s)",
+            "SAGAS_MAX_BROKER_COUNTDOWN + the longest step timeout + "
+            f"SAGAS_INLINE_SECONDS + the hard-limit grace ({needed:.0f}s)",
             hint="Raise CELERY_VISIBILITY_TIMEOUT or lower the countdown/timeouts.",
             id="sagas.W001",
         )

@@ -23,6 +23,11 @@ DEFAULTS: dict[str, float | int] = {
     "SAGAS_RETRIABLE_MAX_ERRORS": 3,
     # Seconds an operator action waits for a step holding SQLite's write lock.
     "SAGAS_OPERATOR_LOCK_WAIT": 2.0,
+    # A worker that finished a step runs the saga's next one itself, without a
+    # message, up to this many steps and seconds; then it hands the saga back
+    # to the broker so other sagas get their turn. 0 steps turns it off.
+    "SAGAS_INLINE_STEPS": 16,
+    "SAGAS_INLINE_SECONDS": 2.0,
 }
 
 

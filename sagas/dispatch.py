@@ -29,11 +29,16 @@ PRIORITY_START = 6
 
 
 class Send(NamedTuple):
-    """One step message: which attempt, and the limits its task runs under."""
+    """One step message: which attempt, and how long its task may run.
+
+    ``budget`` is the task's hard time limit (before the grace): the longest
+    step it may run plus the time it may spend continuing the saga inline.
+    Each step's own timeout is enforced by the worker while it runs the step.
+    """
 
     saga_id: UUID
     attempt_id: int
-    timeout: float
+    budget: float
     countdown: float = 0.0
     first: bool = False
 
@@ -41,10 +46,11 @@ class Send(NamedTuple):
 def send_many_on_commit(sends: list[Send]) -> None:
     """Send step messages once the current transaction commits."""
     if sends:
-        transaction.on_commit(partial(_send_many, sends), robust=True)
+        transaction.on_commit(partial(send_many, sends), robust=True)
 
 
-def _send_many(sends: list[Send]) -> None:
+def send_many(sends: list[Send]) -> None:
+    """Send step messages now (outside any transaction that decided them)."""
     if len(sends) == 1:
         _send(sends[0])
         return
@@ -57,8 +63,7 @@ def _send_many(sends: list[Send]) -> None:
 def _send(send: Send, producer: Any = None) -> None:
     options: dict[str, Any] = {
         "priority": PRIORITY_START if send.first else PRIORITY_CONTINUATION,
-        "soft_time_limit": send.timeout,
-        "time_limit": send.timeout + conf.get("SAGAS_HARD_LIMIT_GRACE"),
+        "time_limit": send.budget + conf.get("SAGAS_HARD_LIMIT_GRACE"),
     }
     if send.countdown:
         options["countdown"] = send.countdown

@@ -21,7 +21,9 @@ from sagas import engine
 def step_execute_task(self, saga_id: str, attempt_id: int) -> str:  # type: ignore[no-untyped-def]
     """Run one step action or compensation of a saga."""
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    return engine.step_execute(saga_id, attempt_id, redelivered=redelivered)
+    return engine.step_execute(
+        saga_id, attempt_id, redelivered=redelivered, continue_inline=True
+    )
 
 
 @shared_task(name="sagas.sweep", acks_late=True, ignore_result=True)

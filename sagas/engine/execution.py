@@ -8,9 +8,13 @@ recorded as a failed attempt, with its real error, in a transaction of its own.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import signal
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -20,7 +24,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
 
-from sagas import conf
+from sagas import conf, dispatch
 from sagas.definition import SagaDefinition, Step, StepContext
 from sagas.engine import machine
 from sagas.errors import StepResultError
@@ -54,15 +58,106 @@ class _StepFailed(Exception):
 
 
 def step_execute(
-    saga_id: UUID | str, attempt_id: int, *, redelivered: bool = False
+    saga_id: UUID | str,
+    attempt_id: int,
+    *,
+    redelivered: bool = False,
+    continue_inline: bool = False,
 ) -> str:
     """Run one step action or compensation; return what happened, for logs.
 
     A message for an attempt that is no longer the saga's current one, or that
     is no longer dispatched, changes nothing ("fenced").
+
+    ``continue_inline`` (a worker's task): time each step out at its own
+    timeout, and run the saga's next steps here, each in its own transaction,
+    up to ``SAGAS_INLINE_STEPS`` steps or ``SAGAS_INLINE_SECONDS``; then send
+    the next one to the broker so other sagas get their turn.
     """
+    if not continue_inline:
+        return _execute(saga_id, attempt_id, redelivered=redelivered, limited=False)
+    began = time.monotonic()
+    with machine.continuing(saga_id) as following:
+        try:
+            outcome = _execute(
+                saga_id, attempt_id, redelivered=redelivered, limited=True
+            )
+            if outcome == "fenced" and redelivered:
+                # The worker that took this message before may have died in a
+                # step it ran inline, for which no message exists: run that
+                # step now (counted as a redelivery of it, for poison).
+                current = _current_dispatched(saga_id)
+                if current is not None and current != attempt_id:
+                    outcome = _execute(saga_id, current, redelivered=True, limited=True)
+            for steps in itertools.count(1):
+                nxt = following.take()
+                if nxt is None:
+                    break
+                if (
+                    steps >= conf.get("SAGAS_INLINE_STEPS")
+                    or time.monotonic() - began >= conf.get("SAGAS_INLINE_SECONDS")
+                    or not _can_time_out()
+                ):
+                    dispatch.send_many([nxt])
+                    break
+                outcome = _execute(saga_id, nxt.attempt_id, limited=True)
+        finally:
+            # An attempt recorded but neither run nor sent goes to the broker.
+            left = following.take()
+            if left is not None:
+                dispatch.send_many([left])
+    return outcome
+
+
+def _current_dispatched(saga_id: UUID | str) -> int | None:
+    """Return the saga's current attempt if it is dispatched, else None."""
+    return (
+        Saga.objects.filter(
+            pk=saga_id,
+            status__in=ACTIVE_SAGA_STATUSES,
+            current_attempt__status=AttemptStatus.DISPATCHED,
+        )
+        .values_list("current_attempt_id", flat=True)
+        .first()
+    )
+
+
+def _can_time_out() -> bool:
+    """Return True if a step run here can be interrupted at its timeout."""
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float, enabled: bool) -> Iterator[None]:
+    """Interrupt the block after ``seconds`` with SoftTimeLimitExceeded.
+
+    Celery's time limits cover a whole task, which may run several steps; each
+    step gets its own here (SIGALRM, so only in a main thread). The task's hard
+    limit still kills a worker that ignores the interruption.
+    """
+    if not enabled or not _can_time_out():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise SoftTimeLimitExceeded(f"ran past its {seconds}s timeout")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _execute(
+    saga_id: UUID | str, attempt_id: int, *, limited: bool, redelivered: bool = False
+) -> str:
+    """Run one attempt and record its outcome; return it."""
     if redelivered and _count_delivery(attempt_id) > conf.get("SAGAS_MAX_DELIVERIES"):
         return _park_poison(saga_id, attempt_id)
+    machine.forget_continuation()
     report: dict[str, Any] = {}
     ran = False
     try:
@@ -94,7 +189,8 @@ def step_execute(
             try:
                 # The action's own writes commit with the step's record, or not
                 # at all: no savepoint, a failure rolls the whole step back.
-                result = function(context)
+                with _time_limit(claimed.step.timeout, limited):
+                    result = function(context)
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:
@@ -226,6 +322,7 @@ def _record(
     """
     if isinstance(exc, SoftTimeLimitExceeded):
         exc = machine.StepTimedOut(f"ran past its time limit ({exc!r})")
+    machine.forget_continuation()
     try:
         with transaction.atomic():
             claimed = _claim(saga_id, attempt_id)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -113,6 +114,60 @@ def db_in(seconds: float) -> ExpressionWrapper:
 def lease_for(step: Step) -> float:
     """Return how long a dispatched attempt may wait before it is re-sent."""
     return min(conf.get("SAGAS_DISPATCH_LEASE"), step.timeout)
+
+
+def budget_for(definition: SagaDefinition) -> float:
+    """Return how long one step task of this saga may run in all.
+
+    Its longest step, plus the time it may spend continuing the saga inline.
+    """
+    longest = max(step.timeout for step in definition.steps)
+    return longest + conf.get("SAGAS_INLINE_SECONDS")
+
+
+@dataclass
+class Continuation:
+    """The next attempt of the saga a worker is running, kept instead of sent."""
+
+    saga_id: str
+    attempt_id: int | None = None
+    budget: float = 0.0
+
+    def take(self) -> Send | None:
+        """Return the kept attempt as a message to send or run, and forget it."""
+        if self.attempt_id is None:
+            return None
+        send = Send(UUID(self.saga_id), self.attempt_id, self.budget)
+        self.attempt_id = None
+        return send
+
+
+_continuation: ContextVar[Continuation | None] = ContextVar(
+    "sagas_continuation", default=None
+)
+
+
+def forget_continuation() -> None:
+    """Drop a kept attempt: the transaction that recorded it is being redone."""
+    holder = _continuation.get()
+    if holder is not None:
+        holder.attempt_id = None
+
+
+@contextlib.contextmanager
+def continuing(saga_id: UUID | str) -> Iterator[Continuation]:
+    """Keep the saga's next attempt for this worker instead of sending it.
+
+    Inside the block, an attempt created for this saga without a backoff is
+    recorded (dispatched, with its lease) but not sent: the caller runs it
+    itself, or sends it. A crash in between is recovered like a lost message.
+    """
+    holder = Continuation(str(saga_id))
+    token = _continuation.set(holder)
+    try:
+        yield holder
+    finally:
+        _continuation.reset(token)
 
 
 # --- locking ------------------------------------------------------------------
@@ -373,10 +428,15 @@ def advance(
     tx.attempt_created(attempt, detail=f"backoff {delay:.2f}s" if delay else "")
     tx.set(current_step=index, current_attempt=attempt, wake_at=wake_at)
     if attempt.status == AttemptStatus.DISPATCHED:
-        first = index == 0 and number == 1 and kind == AttemptKind.ACTION
-        send_many_on_commit(
-            [Send(tx.saga.pk, attempt.pk, step.timeout, countdown=delay, first=first)]
-        )
+        budget = budget_for(definition)
+        holder = _continuation.get()
+        if holder is not None and holder.saga_id == str(tx.saga.pk) and not delay:
+            holder.attempt_id, holder.budget = attempt.pk, budget
+        else:
+            first = index == 0 and number == 1 and kind == AttemptKind.ACTION
+            send_many_on_commit(
+                [Send(tx.saga.pk, attempt.pk, budget, countdown=delay, first=first)]
+            )
     return attempt
 
 
@@ -390,7 +450,9 @@ def _mark_dispatched(attempt: StepAttempt, *, delay: float, timeout: float) -> N
     attempt.deadline_at = db_in(delay + timeout)  # type: ignore[assignment]
 
 
-def dispatch_now(tx: Transition, step: Step, attempt: StepAttempt) -> None:
+def dispatch_now(
+    tx: Transition, definition: SagaDefinition, step: Step, attempt: StepAttempt
+) -> None:
     """Send the current attempt now (dispatch it if scheduled, else re-send it)."""
     if attempt.status == AttemptStatus.SCHEDULED:
         tx.attempt_status(attempt, AttemptStatus.DISPATCHED)
@@ -405,7 +467,7 @@ def dispatch_now(tx: Transition, step: Step, attempt: StepAttempt) -> None:
             ]
         )
     tx.set(wake_at=db_in(lease_for(step)))
-    send_many_on_commit([Send(tx.saga.pk, attempt.pk, step.timeout)])
+    send_many_on_commit([Send(tx.saga.pk, attempt.pk, budget_for(definition))])
 
 
 def finish_attempt(
@@ -466,7 +528,7 @@ def claim_due(limit: int) -> list[Saga]:
     )
 
 
-def resend(sagas: Sequence[tuple[Saga, Step]]) -> list[Saga]:
+def resend(sagas: Sequence[tuple[Saga, SagaDefinition, Step]]) -> list[Saga]:
     """Dispatch due backoffs and re-send lapsed leases, set-based; return the rest.
 
     Neither counts as progress, so ``updated_at`` (what "stuck" looks at) stays.
@@ -480,7 +542,7 @@ def resend(sagas: Sequence[tuple[Saga, Step]]) -> list[Saga]:
     events: list[SagaEvent] = []
     sends: list[Send] = []
     now: Any = None
-    for saga, step in sagas:
+    for saga, definition, step in sagas:
         now = saga.db_now  # type: ignore[attr-defined]
         attempt = saga.current_attempt
         assert attempt is not None
@@ -506,7 +568,7 @@ def resend(sagas: Sequence[tuple[Saga, Step]]) -> list[Saga]:
                 detail=detail,
             )
         )
-        sends.append(Send(saga.pk, attempt.pk, step.timeout))
+        sends.append(Send(saga.pk, attempt.pk, budget_for(definition)))
     for timeout, pairs in due.items():
         StepAttempt.objects.filter(pk__in=[a.pk for _, a in pairs]).update(
             status=AttemptStatus.DISPATCHED,
@@ -526,7 +588,7 @@ def resend(sagas: Sequence[tuple[Saga, Step]]) -> list[Saga]:
             wake_at=Least(Value(now + timedelta(seconds=lease)), _CURRENT_DEADLINE)
         )
     if sends:
-        write_events(events, {saga.pk: saga for saga, _ in sagas})
+        write_events(events, {saga.pk: saga for saga, _, _ in sagas})
         send_many_on_commit(sends)
     return rest
 

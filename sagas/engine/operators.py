@@ -100,10 +100,11 @@ def saga_resume(saga_id: UUID | str, *, actor: str, reason: str) -> Saga:
             raise OperatorActionRefused(
                 f"only an active saga can be resumed, not {saga.status}"
             )
-        step = machine.step_of(_definition(saga), attempt)
+        definition = _definition(saga)
+        step = machine.step_of(definition, attempt)
         tx = machine.Transition(saga, machine.operator_actor(actor))
         tx.note(f"resume: {reason}", attempt=attempt)
-        machine.dispatch_now(tx, step, attempt)
+        machine.dispatch_now(tx, definition, step, attempt)
         tx.commit()
     return saga
 

@@ -6,7 +6,7 @@ import structlog
 from django.db import transaction
 
 from sagas import conf
-from sagas.definition import Step
+from sagas.definition import SagaDefinition, Step
 from sagas.engine import machine
 from sagas.models import Saga
 
@@ -43,7 +43,7 @@ def sweep(*, batch: int | None = None) -> int:
     limit = batch or int(conf.get("SAGAS_SWEEP_BATCH"))
     with transaction.atomic():
         sagas = machine.claim_due(limit)
-        runnable: list[tuple[Saga, Step]] = []
+        runnable: list[tuple[Saga, SagaDefinition, Step]] = []
         rest: list[Saga] = []
         for saga in sagas:
             attempt = saga.current_attempt
@@ -51,11 +51,12 @@ def sweep(*, batch: int | None = None) -> int:
                 rest.append(saga)
                 continue
             try:
-                step = machine.step_of(machine.definition_of(saga), attempt)
+                definition = machine.definition_of(saga)
+                step = machine.step_of(definition, attempt)
             except machine.DefinitionUnavailable:
                 rest.append(saga)
                 continue
-            runnable.append((saga, step))
+            runnable.append((saga, definition, step))
         # Re-sends and due backoffs, the bulk of the work, are written for the
         # whole batch at once; the rest take the engine's full path, each in a
         # savepoint so one saga's error cannot hold the batch back.
