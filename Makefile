@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || echo sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300
 
-.PHONY: venv browsers test-tools test demo bench lint clean
+.PHONY: venv browsers test-tools test demo bench bench-broker lint clean
 
 venv: .venv/.installed
 
@@ -40,6 +40,10 @@ demo: venv
 
 bench: venv
 	$(PY) scripts/services.py run -- $(PY) -m bench
+
+# The embedded broker: kombu's stock filesystem transport against the atomic one.
+bench-broker: venv
+	$(PY) -m bench.broker
 
 lint: venv
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy .

@@ -123,7 +123,13 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="shop@example.com")
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")
 BROKER_FOLDER = Path(env.str("SAGAS_BROKER_FOLDER", default=str(VAR_DIR / "broker")))
 if CELERY_BROKER_URL.startswith("filesystem"):
-    # kombu's filesystem transport needs its folders to exist.
+    # kombu's stock filesystem transport can hand a worker a message file
+    # that is not written yet (kombu#1551); this one publishes and claims by
+    # atomic rename. `bench/broker.py` compares the two.
+    CELERY_BROKER_TRANSPORT = env.str(
+        "CELERY_BROKER_TRANSPORT", default="sagas.transport:Transport"
+    )
+    # The transport needs its folders to exist.
     (BROKER_FOLDER / "processed").mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
         "data_folder_in": str(BROKER_FOLDER),
