@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Warning, register
+from django.db import DatabaseError
 
 from sagas import conf, registry
 
@@ -45,5 +46,39 @@ def visibility_timeout_check(
             f"grace ({needed:.0f}s)",
             hint="Raise CELERY_VISIBILITY_TIMEOUT or lower the countdown/timeouts.",
             id="sagas.W001",
+        )
+    ]
+
+
+@register()
+def sweeper_heartbeat_check(
+    app_configs: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Warn when live sagas exist and no sweep has run for a few intervals.
+
+    Without the sweeper nothing re-sends a lost step, times out a dead
+    worker's step or dispatches a long backoff: such sagas wait forever.
+    """
+    from sagas.selectors import sweeper_health
+
+    try:
+        health = sweeper_health()
+    except DatabaseError:
+        # Not migrated yet (``migrate`` runs the checks first).
+        return []
+    if not health.alarming:
+        return []
+    return [
+        Warning(
+            f"{health.describe()} (expected every "
+            f"{conf.get('SAGAS_SWEEP_INTERVAL'):g}s) while sagas are in progress: "
+            "timeouts, lost steps and backoffs are not being handled",
+            hint=(
+                "Run celery beat (`celery -A config beat -S django`); it installs "
+                "the sweep schedule itself. If it runs, check that the periodic "
+                "task 'sagas: sweep ...' is enabled in the admin and that a "
+                "worker consumes the default queue."
+            ),
+            id="sagas.W002",
         )
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from sagas import conf, engine
+from sagas.schedule import record_sweep
 
 # acks_late is safe only because the engine fences duplicates: a message
 # redelivered after a worker died finds its attempt done or superseded.
@@ -36,4 +37,6 @@ def sweep_task(batch: int | None = None) -> int:
         total += handled
         if handled < limit:
             break
+    # The heartbeat the system check and the admin look at.
+    record_sweep(total)
     return total
