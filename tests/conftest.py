@@ -114,11 +114,16 @@ def start_worker(process_env: dict[str, str], log_dir: Path) -> Iterator[Any]:
 
 @pytest.fixture
 def start_beat(process_env: dict[str, str], log_dir: Path) -> Iterator[Any]:
-    """Install the sweeper schedule and start celery-beat processes for one test."""
+    """Start celery-beat processes for one test, by default with the schedule installed."""
     started: list[Beat] = []
 
-    def start(name: str = "beat", *, every: float = 1.0, **env: str) -> Beat:
-        call_command("install_sweepers", every=every, verbosity=0)
+    def start(
+        name: str = "beat", *, every: float = 1.0, install: bool = True, **env: str
+    ) -> Beat:
+        # Without ``install``, beat installs the schedule itself (every
+        # SAGAS_SWEEP_INTERVAL, taken from ``env`` like any setting).
+        if install:
+            call_command("install_sweepers", every=every, verbosity=0)
         process = Beat(name, {**process_env, **env}, log_dir)
         started.append(process.start())
         return process
