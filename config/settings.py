@@ -186,10 +186,20 @@ SAGAS_DISPATCH_LEASE = env.float("SAGAS_DISPATCH_LEASE", default=30.0)
 # Longest retry backoff sent as a broker countdown; longer ones wait in the database.
 SAGAS_MAX_BROKER_COUNTDOWN = env.float("SAGAS_MAX_BROKER_COUNTDOWN", default=5.0)
 SAGAS_COMPENSATION_MAX_ATTEMPTS = env.int("SAGAS_COMPENSATION_MAX_ATTEMPTS", default=10)
+# Backoff of a compensation's retries: first wait (seconds), and the cap.
+SAGAS_COMPENSATION_BACKOFF = env.float("SAGAS_COMPENSATION_BACKOFF", default=0.5)
+SAGAS_COMPENSATION_MAX_BACKOFF = env.float(
+    "SAGAS_COMPENSATION_MAX_BACKOFF", default=60.0
+)
+# Seconds between a step's soft time limit and the hard kill of its worker process.
+SAGAS_HARD_LIMIT_GRACE = env.float("SAGAS_HARD_LIMIT_GRACE", default=10.0)
 SAGAS_MAX_DELIVERIES = env.int("SAGAS_MAX_DELIVERIES", default=5)
 SAGAS_SWEEP_BATCH = env.int("SAGAS_SWEEP_BATCH", default=200)
 SAGAS_SWEEP_INTERVAL = env.float("SAGAS_SWEEP_INTERVAL", default=2.0)
 SAGAS_STUCK_AFTER = env.float("SAGAS_STUCK_AFTER", default=300.0)
+# Seconds without a sweep before the check and the admin raise the alarm
+# (unset: five sweep intervals, at least 30 s).
+SAGAS_SWEEP_STALE_AFTER = env.float("SAGAS_SWEEP_STALE_AFTER", default=None)
 # Modules outside installed apps' ``sagas.py`` that register definitions.
 SAGAS_DEFINITION_MODULES = env.list("SAGAS_DEFINITION_MODULES", default=[])
 

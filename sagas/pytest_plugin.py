@@ -27,7 +27,8 @@ import pytest
 def _celery_app() -> Any:
     from celery import current_app
 
-    return current_app._get_current_object()
+    # The proxy's target: settings changed on it must stick.
+    return current_app._get_current_object()  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -64,7 +65,9 @@ def sagas_broker_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]
 
 
 @pytest.fixture
-def saga_worker(transactional_db: None, sagas_broker_env: dict[str, str]) -> Iterator[Any]:
+def saga_worker(
+    transactional_db: None, sagas_broker_env: dict[str, str]
+) -> Iterator[Any]:
     """Run a real Celery worker in this process while the test runs.
 
     It consumes what the test publishes (steps are sent after COMMIT, so use

@@ -52,8 +52,6 @@ def stuck_reason(saga: Saga, *, now: datetime | None = None) -> str:
             f"{since}; {where} sent {attempt.dispatches}x, no worker has finished it "
             f"(the sweeper re-sends it after the lease, times it out at its deadline)"
         )
-    if attempt.status == AttemptStatus.RUNNING:
-        return f"{since}; {where} is running (or its worker died mid-step)"
     return f"{since}; {where} is {attempt.status}"
 
 

@@ -135,7 +135,7 @@ def compensations_run(saga_id: UUID | str) -> list[str]:
 # --- fault injection ------------------------------------------------------------
 
 
-class WorkerCrash(BaseException):  # noqa: N818  (stands for a death, not an error)
+class WorkerCrash(BaseException):
     """The worker process died: nothing after the raise point commits.
 
     A ``BaseException``, so the engine does not record it as a step failure: the

@@ -21,6 +21,7 @@ Use it with ``broker_transport = "sagas.transport:Transport"`` and a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from queue import Empty
@@ -41,7 +42,7 @@ _CLAIMED_FOLDER = ".claimed"
 class Channel(filesystem.Channel):
     """Publish by rename, claim by rename: a consumer only sees whole messages."""
 
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         """Write the message under a hidden name, then rename it into the queue."""
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
@@ -50,7 +51,7 @@ class Channel(filesystem.Channel):
             with open(temporary, "wb", buffering=0) as f:
                 # The lock is kombu's own; taken for parity with the stock
                 # transport (and so a test can pause a sender at this point).
-                filesystem.lock(f, filesystem.LOCK_EX)
+                filesystem.lock(f, filesystem.LOCK_EX)  # type: ignore[attr-defined]
                 try:
                     f.write(str_to_bytes(dumps(payload)))
                 finally:
@@ -58,11 +59,9 @@ class Channel(filesystem.Channel):
             os.replace(temporary, final)
         except OSError as exc:
             _remove_quietly(temporary)
-            raise ChannelError(
-                f"Cannot add file {final!r} to directory"
-            ) from exc
+            raise ChannelError(f"Cannot add file {final!r} to directory") from exc
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: str, timeout: float | None = None) -> Any:
         """Claim the oldest whole message of ``queue`` by renaming it; return it."""
         wanted = f"{queue}.msg"
         claimed = self._claimed_folder()
@@ -79,9 +78,7 @@ class Channel(filesystem.Channel):
                 with open(mine, "rb") as f:
                     payload = f.read()
             except OSError as exc:
-                raise ChannelError(
-                    f"Cannot read file {mine!r} from queue."
-                ) from exc
+                raise ChannelError(f"Cannot read file {mine!r} from queue.") from exc
             if self.store_processed:
                 os.replace(mine, os.path.join(self.processed_folder, name))
             else:
@@ -97,10 +94,8 @@ class Channel(filesystem.Channel):
 
 
 def _remove_quietly(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.remove(path)
-    except FileNotFoundError:
-        pass
 
 
 class Transport(filesystem.Transport):

@@ -114,7 +114,7 @@ def start_worker(process_env: dict[str, str], log_dir: Path) -> Iterator[Any]:
 
 @pytest.fixture
 def start_beat(process_env: dict[str, str], log_dir: Path) -> Iterator[Any]:
-    """Start celery-beat processes for one test, by default with the schedule installed."""
+    """Start celery-beat processes for one test (by default, schedule installed)."""
     started: list[Beat] = []
 
     def start(

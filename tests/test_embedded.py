@@ -97,9 +97,9 @@ def test_failure_table_on_the_embedded_default(
             scenario.saga_status,
         ), scenario.label
         assert tuple(steps_run(order["saga_id"])) == scenario.steps_run, scenario.label
-        assert (
-            tuple(compensations_run(order["saga_id"])) == scenario.compensated
-        ), scenario.label
+        assert tuple(compensations_run(order["saga_id"])) == scenario.compensated, (
+            scenario.label
+        )
     assert _crashes(worker) == 0
 
 
@@ -171,9 +171,8 @@ def test_worker_killed_mid_step_without_install_sweepers_every_saga_ends(
 def _burn_cpu(seconds: float) -> list[subprocess.Popen[bytes]]:
     """Keep every core busy, as the other processes of a busy machine do."""
     code = f"import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass"
-    return [
-        subprocess.Popen([sys.executable, "-c", code]) for _ in range(os.cpu_count() or 2)
-    ]
+    cores = os.cpu_count() or 2
+    return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(cores)]
 
 
 def test_soak_on_the_embedded_default_loses_nothing_under_load(

@@ -47,7 +47,7 @@ def descheduled_senders(monkeypatch: pytest.MonkeyPatch) -> None:
     real_lock = filesystem.lock
 
     def lock(f: Any, flags: int) -> None:
-        if flags == filesystem.LOCK_EX:
+        if flags == filesystem.LOCK_EX:  # type: ignore[attr-defined]
             time.sleep(0.003)
         real_lock(f, flags)
 
@@ -73,14 +73,16 @@ def _race(transport: str, folder: Path) -> tuple[set[int], int]:
 
     with _connection(transport, folder) as conn:
         consumer = conn.SimpleQueue("race")
-        threads = [
-            threading.Thread(target=send, args=(s,)) for s in range(SENDERS)
-        ]
+        threads = [threading.Thread(target=send, args=(s,)) for s in range(SENDERS)]
         for thread in threads:
             thread.start()
-        threading.Thread(
-            target=lambda: ([t.join() for t in threads], senders_done.set())
-        ).start()
+
+        def mark_done() -> None:
+            for thread in threads:
+                thread.join()
+            senders_done.set()
+
+        threading.Thread(target=mark_done).start()
         idle_since = None
         while True:
             try:
@@ -131,7 +133,6 @@ def test_atomic_transport_leaves_no_temporary_or_claimed_files(tmp_path: Path) -
     assert len(received) == SENDERS * PER_SENDER
     # then neither half-written nor claimed files are left behind
     leftovers = [
-        p.name
-        for p in [*folder.glob(".*.tmp"), *(folder / ".claimed").glob("*")]
+        p.name for p in [*folder.glob(".*.tmp"), *(folder / ".claimed").glob("*")]
     ]
     assert leftovers == []

@@ -18,9 +18,8 @@ STEPS = ["book_hotel", "book_flight", "rent_car", "send_itinerary"]
 
 
 def _held(trip: Trip) -> set[str]:
-    return set(
-        Booking.objects.filter(trip=trip, cancelled=False).values_list("kind", flat=True)
-    )
+    held = Booking.objects.filter(trip=trip, cancelled=False)
+    return set(held.values_list("kind", flat=True))
 
 
 def test_a_trip_books_everything_on_a_real_worker(saga_worker: Any) -> None:
@@ -68,17 +67,17 @@ def test_a_failure_at_each_step_undoes_exactly_the_steps_before_it() -> None:
         ["book_flight", "book_hotel"],
     ]
     assert not Booking.objects.filter(cancelled=False).exists()
-    assert set(Trip.objects.values_list("status", flat=True)) == {
-        TripStatus.CANCELLED
-    }
+    assert set(Trip.objects.values_list("status", flat=True)) == {TripStatus.CANCELLED}
 
 
 def test_a_worker_dying_after_the_flight_was_booked_books_it_once() -> None:
     # given the worker dies right after the flight provider accepted the booking
     trip = trip_book(traveller="ada", destination="LIS")
-    with testing.crashing_after(SAGA, STEPS.index("book_flight")):
-        with pytest.raises(testing.WorkerCrash):
-            testing.run_saga_inline(trip_id_saga(trip))
+    with (
+        testing.crashing_after(SAGA, STEPS.index("book_flight")),
+        pytest.raises(testing.WorkerCrash),
+    ):
+        testing.run_saga_inline(trip_id_saga(trip))
 
     # when the sweeper re-sends the lost step after the lease
     saga = testing.recover_lost_step(trip_id_saga(trip))
