@@ -32,7 +32,7 @@ from django.db import transaction
 from django.db.models import F
 from django.db.models.functions import Now
 
-from sagas import conf, engine, registry
+from sagas import engine, registry
 from sagas.definition import Step, StepContext, StepKind
 from sagas.errors import PermanentError, TransientError
 from sagas.models import Saga, StepAttempt, SweeperHeartbeat
@@ -228,10 +228,20 @@ def sweep_now() -> int:
 def recover_lost_step(saga_id: UUID | str) -> Saga:
     """Recover a saga whose worker died, as production does; return it.
 
-    Move the database clock past the dispatch lease, run one sweep (which
-    re-sends the unfinished step) and drive the saga inline to its end.
+    Move the database clock to the saga's next wake-up (the end of the
+    dispatch lease, or the step's deadline if that comes first), run one sweep
+    (which re-sends the unfinished step, or times it out and retries it) and
+    drive the saga inline to its end.
     """
-    advance_database_clock(conf.get("SAGAS_DISPATCH_LEASE") + 1)
+    row = (
+        Saga.objects.filter(pk=saga_id, wake_at__isnull=False)
+        .annotate(db_now=Now())
+        .values("wake_at", "db_now")
+        .first()
+    )
+    if row is not None:
+        due_in = (row["wake_at"] - row["db_now"]).total_seconds()
+        advance_database_clock(max(due_in, 0.0) + 0.01)
     engine.sweep()
     return run_saga_inline(saga_id)
 
