@@ -144,15 +144,13 @@ class SagaChangeList(ChangeList):
             .annotate(n=Count("pk"))
             .values("n")
         )
+        deferred = ["context", "current_attempt__result", "current_attempt__error"]
+        if not request.GET.get(StuckFilter.parameter_name):
+            # The "stuck because" column quotes a failed saga's error.
+            deferred += ["error", "last_error"]
         return (
             super()
             .get_queryset(request, exclude_parameters)
-            .defer(
-                "context",
-                "error",
-                "last_error",
-                "current_attempt__result",
-                "current_attempt__error",
-            )
+            .defer(*deferred)
             .annotate(attempt_count=Coalesce(Subquery(attempts), 0))
         )
