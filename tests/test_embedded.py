@@ -13,7 +13,9 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +68,96 @@ def _crashes(*workers: Worker) -> int:
     """Count workers that died, or logged an unrecoverable error, by themselves."""
     died = sum(not worker.alive for worker in workers)
     unrecoverable = sum(
-        worker.log_path.read_text(errors="replace").count("Unrecoverable error")
-        for worker in workers
+        worker.log_text().count("Unrecoverable error") for worker in workers
     )
     return died + unrecoverable
+
+
+@pytest.fixture
+def publisher_transport() -> Any:
+    """Let the test process publish through a given transport, then restore it."""
+    from config.celery import app
+
+    original = app.conf.broker_transport
+
+    def use(transport: str) -> Any:
+        app.conf.broker_transport = transport
+        # Pools built for the previous transport would keep using it.
+        app._pool = None
+        app.amqp._producer_pool = None
+        return app
+
+    yield use
+    use(original)
+
+
+@pytest.mark.parametrize(
+    ("transport", "tears"),
+    [("filesystem", True), ("sagas.transport:Transport", False)],
+    ids=["stock", "atomic"],
+)
+def test_worker_under_concurrent_senders_crashes_only_on_the_stock_transport(
+    transport: str,
+    tears: bool,
+    start_worker: Any,
+    publisher_transport: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a worker, and senders that pause between creating a message file
+    # and writing it, as a busy machine deschedules them now and then
+    from kombu.transport import filesystem
+
+    real_lock = filesystem.lock
+
+    def lock(f: Any, flags: int) -> None:
+        if flags == filesystem.LOCK_EX:  # type: ignore[attr-defined]
+            time.sleep(0.01)
+        real_lock(f, flags)
+
+    monkeypatch.setattr(filesystem, "lock", lock)
+    worker = start_worker(f"torn-{tears}", CELERY_BROKER_TRANSPORT=transport)
+    app = publisher_transport(transport)
+    senders, per_sender = 4, 40
+    # Tasks left in the session's broker by an earlier case are not counted.
+    run = uuid.uuid4().hex
+
+    # when four threads send a no-op task 40 times each, spaced out so the
+    # worker keeps up and polls while the newest file is still empty (with a
+    # backlog it takes the oldest, complete files first)
+    def send(sender: int) -> None:
+        for n in range(per_sender):
+            app.send_task("celery.accumulate", args=[run, sender, n])
+            time.sleep(0.03)
+
+    threads = [threading.Thread(target=send, args=(s,)) for s in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    def succeeded() -> int:
+        return sum(
+            "succeeded in" in line and run in line
+            for line in worker.log_text().splitlines()
+        )
+
+    deadline = time.monotonic() + 30
+    while (
+        worker.alive
+        and succeeded() < senders * per_sender
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
+
+    # then the stock transport's worker read an empty file and died; the
+    # atomic one ran every task and lives
+    if tears:
+        assert "Unrecoverable error" in worker.log_text()
+        assert "JSONDecodeError" in worker.log_text()
+    else:
+        assert worker.alive
+        assert "Unrecoverable error" not in worker.log_text()
+        assert succeeded() == senders * per_sender
 
 
 def test_failure_table_on_the_embedded_default(
