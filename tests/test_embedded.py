@@ -76,8 +76,9 @@ def _crashes(*workers: Worker) -> int:
 @pytest.fixture
 def publisher_transport() -> Any:
     """Let the test process publish through a given transport, then restore it."""
-    from config.celery import app
+    from config.celery import app as celery_app
 
+    app: Any = celery_app
     original = app.conf.broker_transport
 
     def use(transport: str) -> Any:
