@@ -248,7 +248,8 @@ def test_worker_killed_mid_step_without_install_sweepers_every_saga_ends(
         "kill9_without_install_sweepers",
         {
             "sagas": len(ids),
-            "stranded_before_beat": stranded,
+            "active_before_beat": stranded,
+            # Steps whose message died with the killed worker.
             "re_sent_by_sweeper": SagaEvent.objects.filter(
                 detail__startswith="re-sent"
             ).count(),
