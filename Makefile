@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || echo sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300
 
-.PHONY: venv browsers test-tools test demo bench lint clean
+.PHONY: venv browsers test-tools test test-embedded demo bench bench-broker lint clean
 
 venv: .venv/.installed
 
@@ -32,14 +32,28 @@ test-tools: browsers
 		$(APT_GET) update && $(APT_GET) install -y faketime; \
 	fi
 
+# Two sessions: PostgreSQL + Redis, then the embedded default (SQLite files and
+# the filesystem broker, no services) for the suites that must hold on it too.
+EMBEDDED_TESTS := tests/test_embedded.py tests/test_testing_kit.py \
+	tests/test_sweeper_health.py tests/test_transport.py examples
+
 test: venv test-tools
-	$(PY) scripts/services.py run -- .venv/bin/pytest $(PYTEST_ARGS)
+	$(PY) scripts/services.py run -- .venv/bin/pytest -m "not embedded" $(PYTEST_ARGS)
+	$(MAKE) test-embedded
+
+test-embedded: venv
+	env -u DATABASE_URL -u SANDBOX_DATABASE_URL -u CELERY_BROKER_URL \
+		.venv/bin/pytest $(EMBEDDED_TESTS) $(PYTEST_ARGS)
 
 demo: venv
 	$(PY) manage.py demo
 
 bench: venv
 	$(PY) scripts/services.py run -- $(PY) -m bench
+
+# The embedded broker: kombu's stock filesystem transport against the atomic one.
+bench-broker: venv
+	$(PY) -m bench.broker
 
 # import-linter keeps sagas free of domain apps and the engine layered;
 # scripts/lint_engine.py keeps status writes in the state machine.

@@ -123,7 +123,13 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="shop@example.com")
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")
 BROKER_FOLDER = Path(env.str("SAGAS_BROKER_FOLDER", default=str(VAR_DIR / "broker")))
 if CELERY_BROKER_URL.startswith("filesystem"):
-    # kombu's filesystem transport needs its folders to exist.
+    # kombu's stock filesystem transport can hand a worker a message file
+    # that is not written yet (kombu#1551); this one publishes and claims by
+    # atomic rename. `bench/broker.py` compares the two.
+    CELERY_BROKER_TRANSPORT = env.str(
+        "CELERY_BROKER_TRANSPORT", default="sagas.transport:Transport"
+    )
+    # The transport needs its folders to exist.
     (BROKER_FOLDER / "processed").mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
         "data_folder_in": str(BROKER_FOLDER),
@@ -187,6 +193,13 @@ SAGAS_DISPATCH_LEASE = env.float("SAGAS_DISPATCH_LEASE", default=30.0)
 # Longest retry backoff sent as a broker countdown; longer ones wait in the database.
 SAGAS_MAX_BROKER_COUNTDOWN = env.float("SAGAS_MAX_BROKER_COUNTDOWN", default=5.0)
 SAGAS_COMPENSATION_MAX_ATTEMPTS = env.int("SAGAS_COMPENSATION_MAX_ATTEMPTS", default=10)
+# Backoff of a compensation's retries: first wait (seconds), and the cap.
+SAGAS_COMPENSATION_BACKOFF = env.float("SAGAS_COMPENSATION_BACKOFF", default=0.5)
+SAGAS_COMPENSATION_MAX_BACKOFF = env.float(
+    "SAGAS_COMPENSATION_MAX_BACKOFF", default=60.0
+)
+# Seconds between a step's soft time limit and the hard kill of its worker process.
+SAGAS_HARD_LIMIT_GRACE = env.float("SAGAS_HARD_LIMIT_GRACE", default=10.0)
 SAGAS_MAX_DELIVERIES = env.int("SAGAS_MAX_DELIVERIES", default=5)
 SAGAS_SWEEP_BATCH = env.int("SAGAS_SWEEP_BATCH", default=200)
 SAGAS_SWEEP_INTERVAL = env.float("SAGAS_SWEEP_INTERVAL", default=2.0)
@@ -196,6 +209,9 @@ SAGAS_INLINE_STEPS = env.int("SAGAS_INLINE_STEPS", default=16)
 SAGAS_INLINE_SECONDS = env.float("SAGAS_INLINE_SECONDS", default=2.0)
 # Attempts of a retriable step failing with a bug before the saga is parked.
 SAGAS_RETRIABLE_MAX_ERRORS = env.int("SAGAS_RETRIABLE_MAX_ERRORS", default=3)
+# Seconds without a sweep before the check and the admin raise the alarm
+# (unset: five sweep intervals, at least 30 s).
+SAGAS_SWEEP_STALE_AFTER = env.float("SAGAS_SWEEP_STALE_AFTER", default=None)
 # Modules outside installed apps' ``sagas.py`` that register definitions.
 SAGAS_DEFINITION_MODULES = env.list("SAGAS_DEFINITION_MODULES", default=[])
 

@@ -77,8 +77,42 @@ def versions_in_code_check(
             hint="Register that version again with retired=True until its sagas "
             "finish, or move them to another version (admin: Move to version).",
             obj=f"{v.definition} v{v.version}",
-            id="sagas.W002",
+            id="sagas.W003",
         )
         for v in versions
         if not v.in_code and (v.active or v.failed)
+    ]
+
+
+@register()
+def sweeper_heartbeat_check(
+    app_configs: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Warn when live sagas exist and no sweep has run for a few intervals.
+
+    Without the sweeper nothing re-sends a lost step, times out a dead
+    worker's step or dispatches a long backoff: such sagas wait forever.
+    """
+    from sagas.selectors import sweeper_health
+
+    try:
+        health = sweeper_health()
+    except DatabaseError:
+        # Not migrated yet (``migrate`` runs the checks first).
+        return []
+    if not health.alarming:
+        return []
+    return [
+        Warning(
+            f"{health.describe()} (expected every "
+            f"{conf.get('SAGAS_SWEEP_INTERVAL'):g}s) while sagas are in progress: "
+            "timeouts, lost steps and backoffs are not being handled",
+            hint=(
+                "Run celery beat (`celery -A config beat -S django`); it installs "
+                "the sweep schedule itself. If it runs, check that the periodic "
+                "task 'sagas: sweep ...' is enabled in the admin and that a "
+                "worker consumes the default queue."
+            ),
+            id="sagas.W002",
+        )
     ]

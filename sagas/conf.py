@@ -43,3 +43,15 @@ def compensation_policy() -> RetryPolicy:
         backoff=get("SAGAS_COMPENSATION_BACKOFF"),
         max_backoff=get("SAGAS_COMPENSATION_MAX_BACKOFF"),
     )
+
+
+def sweep_stale_after() -> float:
+    """Return after how many seconds without a sweep the sweeper counts as down.
+
+    ``SAGAS_SWEEP_STALE_AFTER`` when set; otherwise five sweep intervals, and
+    never under 30 s so that a beat restart does not raise the alarm.
+    """
+    configured = getattr(settings, "SAGAS_SWEEP_STALE_AFTER", None)
+    if configured is not None:
+        return float(configured)
+    return max(5 * get("SAGAS_SWEEP_INTERVAL"), 30.0)

@@ -134,3 +134,20 @@ class SagaEvent(models.Model):
     def __str__(self) -> str:
         target = f"{self.step} {self.kind}".strip() or "saga"
         return f"{target}: {self.old_status or '-'} -> {self.new_status}"
+
+
+class SweeperHeartbeat(models.Model):
+    """When a sweeper pass last finished, by the database clock.
+
+    One row per sweeper (today only ``sweep``); a stale row means no beat is
+    sending the sweep task, so timeouts, lost steps and backoffs wait.
+    """
+
+    name = models.CharField(max_length=50, primary_key=True)
+    swept_at = models.DateTimeField()
+    # Sagas the last pass handled.
+    handled = models.PositiveIntegerField(default=0)
+    passes = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.swept_at:%Y-%m-%d %H:%M:%S}"

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from sagas import conf, registry
 from sagas.errors import DefinitionError
-from sagas.models import Saga, SagaEvent, StepAttempt
-from sagas.states import ACTIVE_SAGA_STATUSES, AttemptKind, SagaStatus
+from sagas.models import Saga, SagaEvent, StepAttempt, SweeperHeartbeat
+from sagas.schedule import HEARTBEAT
+from sagas.states import ACTIVE_SAGA_STATUSES, AttemptKind, AttemptStatus, SagaStatus
 
 
 def stuck_sagas(*, older_than: float | None = None) -> QuerySet[Saga]:
@@ -22,6 +24,93 @@ def stuck_sagas(*, older_than: float | None = None) -> QuerySet[Saga]:
     return Saga.objects.filter(
         Q(status__in=ACTIVE_SAGA_STATUSES, updated_at__lt=cutoff)
         | Q(status=SagaStatus.FAILED)
+    )
+
+
+def stuck_reason(saga: Saga, *, now: datetime | None = None) -> str:
+    """Say why ``saga`` counts as stuck, or return "" when it does not.
+
+    Reads only the saga and its current attempt (``select_related`` it).
+    """
+    if saga.status == SagaStatus.FAILED:
+        cause = (saga.last_error or saga.error or "no error recorded").splitlines()[0]
+        return f"parked failed, an operator must act: {cause[:120]}"
+    if saga.status not in ACTIVE_SAGA_STATUSES:
+        return ""
+    idle = ((now or timezone.now()) - saga.updated_at).total_seconds()
+    if idle < conf.get("SAGAS_STUCK_AFTER"):
+        return ""
+    since = f"no progress for {_duration(idle)}"
+    attempt = saga.current_attempt
+    if attempt is None:
+        return f"{since}; no current step attempt"
+    where = f"{attempt.step} {attempt.kind} #{attempt.number}"
+    if attempt.status == AttemptStatus.SCHEDULED:
+        return f"{since}; {where} waits for its retry backoff (the sweeper sends it)"
+    if attempt.status == AttemptStatus.DISPATCHED:
+        return (
+            f"{since}; {where} sent {attempt.dispatches}x, no worker has finished it "
+            f"(the sweeper re-sends it after the lease, times it out at its deadline)"
+        )
+    return f"{since}; {where} is {attempt.status}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@dataclass(frozen=True)
+class SweeperHealth:
+    """When the sweeper last ran, and whether its silence puts sagas at risk."""
+
+    last_sweep_at: datetime | None
+    # By the database clock; None when no sweep has ever run.
+    seconds_since: float | None
+    stale_after: float
+    active_sagas: bool
+
+    @property
+    def silent(self) -> bool:
+        """Return whether no sweep has run within ``stale_after`` seconds."""
+        return self.seconds_since is None or self.seconds_since > self.stale_after
+
+    @property
+    def alarming(self) -> bool:
+        """Return whether live sagas depend on a sweeper that is not running."""
+        return self.silent and self.active_sagas
+
+    def describe(self) -> str:
+        """Say in one sentence how long the sweeper has been silent."""
+        if self.seconds_since is None:
+            return "no saga sweep has ever run"
+        return f"no saga sweep has run for {_duration(self.seconds_since)}"
+
+
+def sweeper_health(*, active_sagas: bool | None = None) -> SweeperHealth:
+    """Return the sweeper's heartbeat against the database clock.
+
+    Pass ``active_sagas`` when already known (e.g. from ``status_counts``).
+    """
+    row = (
+        SweeperHeartbeat.objects.filter(name=HEARTBEAT)
+        .annotate(db_now=Now())
+        .values("swept_at", "db_now")
+        .first()
+    )
+    since = (row["db_now"] - row["swept_at"]).total_seconds() if row else None
+    return SweeperHealth(
+        last_sweep_at=row["swept_at"] if row else None,
+        seconds_since=since,
+        stale_after=conf.sweep_stale_after(),
+        active_sagas=(
+            Saga.objects.filter(status__in=ACTIVE_SAGA_STATUSES).exists()
+            if active_sagas is None
+            else active_sagas
+        ),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from sagas import engine
+from sagas.schedule import record_sweep
 
 # acks_late is safe only because the engine fences duplicates: a message
 # redelivered after a worker died finds its attempt done or superseded.
@@ -29,4 +30,7 @@ def step_execute_task(self, saga_id: str, attempt_id: int) -> str:  # type: igno
 @shared_task(name="sagas.sweep", acks_late=True, ignore_result=True)
 def sweep_task(batch: int | None = None) -> int:
     """Dispatch due retries, re-send lost steps and time out overdue ones."""
-    return engine.sweep_pass(batch=batch)
+    total = engine.sweep_pass(batch=batch)
+    # The heartbeat the system check and the admin look at.
+    record_sweep(total)
+    return total

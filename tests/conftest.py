@@ -13,7 +13,20 @@ from django.db import connections
 from tests.processes import Beat, Worker
 
 
+def _database_url(alias: str) -> str:
+    db = connections[alias].settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    return (
+        f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/"
+        f"{db['NAME']}"
+    )
+
+
 def _require_services() -> None:
+    if connections["default"].vendor == "sqlite":
+        # The embedded default: SQLite files and the filesystem broker.
+        return
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith("postgres") or not os.environ.get(
         "CELERY_BROKER_URL", ""
@@ -34,18 +47,25 @@ def artifacts_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def process_env(
-    django_db_setup: Any, tmp_path_factory: pytest.TempPathFactory
+    django_db_setup: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    sagas_broker_env: dict[str, str],
 ) -> dict[str, str]:
-    """Return the environment for worker and beat processes: the test database."""
+    """Return the environment for worker and beat processes: the test database.
+
+    On SQLite the processes share the test database files and the session's
+    own broker folder (never the development one); otherwise PostgreSQL and
+    the test Redis, flushed first.
+    """
     _require_services()
-    db = connections["default"].settings_dict
-    url = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     var = tmp_path_factory.mktemp("var")
-    redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).flushdb()
+    if connections["default"].vendor != "sqlite":
+        redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).flushdb()
     return {
         **os.environ,
-        "DATABASE_URL": url,
-        "SANDBOX_DATABASE_URL": url,
+        **sagas_broker_env,
+        "DATABASE_URL": _database_url("default"),
+        "SANDBOX_DATABASE_URL": _database_url("sandbox"),
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "SAGAS_VAR_DIR": str(var),
         "EMAIL_FILE_PATH": str(var / "mail"),
@@ -94,11 +114,16 @@ def start_worker(process_env: dict[str, str], log_dir: Path) -> Iterator[Any]:
 
 @pytest.fixture
 def start_beat(process_env: dict[str, str], log_dir: Path) -> Iterator[Any]:
-    """Install the sweeper schedule and start celery-beat processes for one test."""
+    """Start celery-beat processes for one test (by default, schedule installed)."""
     started: list[Beat] = []
 
-    def start(name: str = "beat", *, every: float = 1.0, **env: str) -> Beat:
-        call_command("install_sweepers", every=every, verbosity=0)
+    def start(
+        name: str = "beat", *, every: float = 1.0, install: bool = True, **env: str
+    ) -> Beat:
+        # Without ``install``, beat installs the schedule itself (every
+        # SAGAS_SWEEP_INTERVAL, taken from ``env`` like any setting).
+        if install:
+            call_command("install_sweepers", every=every, verbosity=0)
         process = Beat(name, {**process_env, **env}, log_dir)
         started.append(process.start())
         return process

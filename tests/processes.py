@@ -25,10 +25,13 @@ class Process:
         self.env = env
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log_offset = 0
         self._log: IO[bytes] | None = None
 
     def start(self, *, wait: float = 30.0) -> Self:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        # Logs are appended to across runs; this run's lines start here.
+        self.log_offset = offset
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             self.args,
@@ -56,6 +59,14 @@ class Process:
         raise RuntimeError(
             f"{self.name} not ready after {timeout}s:\n{self.log_tail()}"
         )
+
+    def log_text(self) -> str:
+        """Return what this process logged since it was last started."""
+        if not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as log:
+            log.seek(self.log_offset)
+            return log.read().decode(errors="replace")
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():

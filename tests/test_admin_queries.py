@@ -26,9 +26,9 @@ from tests.helpers import place_order
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
-# Session, user, counts per status, table size estimate, exact count (the
-# test table is small), the page of rows.
-CHANGELIST_QUERIES = 6
+# Session, user, counts per status, the sweeper's heartbeat, table size
+# estimate, exact count (the test table is small), the page of rows.
+CHANGELIST_QUERIES = 7
 # Session, user, saga, step summary, attempts, events, one per related model
 # on the default database (orders, reservations, payments, shipments), the
 # content type of the History link.

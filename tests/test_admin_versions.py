@@ -53,10 +53,10 @@ def test_versions_page_lists_sagas_in_flight_and_flags_a_missing_version(
 def test_system_check_warns_about_sagas_of_a_version_not_in_the_code() -> None:
     define("c", name="vanishing")
     start("vanishing")
-    assert not [m for m in run_checks(databases=["default"]) if m.id == "sagas.W002"]
+    assert not [m for m in run_checks(databases=["default"]) if m.id == "sagas.W003"]
     registry.unregister("vanishing")
 
-    messages = [m for m in run_checks(databases=["default"]) if m.id == "sagas.W002"]
+    messages = [m for m in run_checks(databases=["default"]) if m.id == "sagas.W003"]
 
     assert len(messages) == 1
     assert "'vanishing' version 1" in messages[0].msg

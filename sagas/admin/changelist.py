@@ -15,9 +15,10 @@ from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.utils.functional import cached_property
 
-from sagas import registry
+from sagas import conf, registry
 from sagas.models import Saga, StepAttempt
 from sagas.selectors import stuck_sagas
+from sagas.states import SagaStatus
 
 
 class DefinitionFilter(admin.SimpleListFilter):
@@ -44,7 +45,12 @@ class DefinitionFilter(admin.SimpleListFilter):
 
 
 class StuckFilter(admin.SimpleListFilter):
-    """Filter sagas an operator should look at: no progress for a while, or parked."""
+    """Filter sagas an operator should look at, naming each reason.
+
+    A saga counts as stuck when it is active but has made no progress for
+    ``SAGAS_STUCK_AFTER`` seconds, or when it is parked ``failed``; the list
+    then shows a "stuck because" column.
+    """
 
     title = "stuck"
     parameter_name = "stuck"
@@ -52,13 +58,22 @@ class StuckFilter(admin.SimpleListFilter):
     def lookups(
         self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
     ) -> list[tuple[str, str]]:
-        return [("yes", "Stuck or failed")]
+        idle = f"{conf.get('SAGAS_STUCK_AFTER'):g}"
+        return [
+            ("yes", "Stuck or failed"),
+            ("idle", f"Active, no progress for {idle} s"),
+            ("failed", "Failed: an operator must act"),
+        ]
 
     def queryset(
         self, request: HttpRequest, queryset: QuerySet[Saga]
     ) -> QuerySet[Saga]:
         if self.value() == "yes":
             return queryset & stuck_sagas()
+        if self.value() == "idle":
+            return (queryset & stuck_sagas()).exclude(status=SagaStatus.FAILED)
+        if self.value() == "failed":
+            return queryset.filter(status=SagaStatus.FAILED)
         return queryset
 
 
@@ -129,15 +144,13 @@ class SagaChangeList(ChangeList):
             .annotate(n=Count("pk"))
             .values("n")
         )
+        deferred = ["context", "current_attempt__result", "current_attempt__error"]
+        if not request.GET.get(StuckFilter.parameter_name):
+            # The "stuck because" column quotes a failed saga's error.
+            deferred += ["error", "last_error"]
         return (
             super()
             .get_queryset(request, exclude_parameters)
-            .defer(
-                "context",
-                "error",
-                "last_error",
-                "current_attempt__result",
-                "current_attempt__error",
-            )
+            .defer(*deferred)
             .annotate(attempt_count=Coalesce(Subquery(attempts), 0))
         )

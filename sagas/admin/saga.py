@@ -45,8 +45,13 @@ from sagas.admin.operator import (
 from sagas.admin.related import related_rows
 from sagas.errors import DefinitionError, OperatorActionRefused
 from sagas.models import Saga
-from sagas.selectors import status_counts, versions_in_flight
-from sagas.states import SagaStatus
+from sagas.selectors import (
+    status_counts,
+    stuck_reason,
+    sweeper_health,
+    versions_in_flight,
+)
+from sagas.states import ACTIVE_SAGA_STATUSES, SagaStatus
 from sagas.templatetags.saga_admin import saga_badge
 
 
@@ -133,6 +138,12 @@ class SagaAdmin(admin.ModelAdmin):
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return SagaChangeList
 
+    def get_list_display(self, request: HttpRequest) -> Any:
+        # Filtering on "stuck" shows why each saga counts as stuck.
+        if request.GET.get(StuckFilter.parameter_name):
+            return (*self.list_display, "stuck_because")
+        return self.list_display
+
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Saga], search_term: str
     ) -> tuple[QuerySet[Saga], bool]:
@@ -170,6 +181,10 @@ class SagaAdmin(admin.ModelAdmin):
         return format_html(
             '<span title="{}">{} ago</span>', obj.updated_at, time_since(obj.updated_at)
         )
+
+    @admin.display(description="stuck because")
+    def stuck_because(self, obj: Saga) -> str:
+        return stuck_reason(obj) or "-"
 
     @admin.display(description="definition")
     def definition_version(self, obj: Saga) -> str:
@@ -249,6 +264,9 @@ class SagaAdmin(admin.ModelAdmin):
         if request.method != "POST":
             # A POST runs a bulk action, which answers with its own page.
             counts = status_counts()
+            context["sweeper_health"] = sweeper_health(
+                active_sagas=any(counts.get(s) for s in ACTIVE_SAGA_STATUSES)
+            )
             context["status_counts"] = [
                 (value, label, counts.get(value, 0))
                 for value, label in SagaStatus.choices

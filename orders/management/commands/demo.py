@@ -100,7 +100,6 @@ class Command(BaseCommand):
         for alias in settings.DATABASES:
             call_command("migrate", database=alias, verbosity=0)
         call_command("seed_catalog", stock=100, verbosity=0)
-        call_command("install_sweepers", verbosity=0)
         self.stdout.write(f"database: {settings.DATABASES['default']['NAME']}")
         self.stdout.write(f"broker:   {settings.CELERY_BROKER_URL}")
         processes = self._start_processes()
