@@ -10,6 +10,7 @@ from ninja.errors import ValidationError
 
 from orders.api import router as orders_router
 from sagas.api import router as sagas_router
+from sagas.participants import router as participants_router
 
 api = NinjaAPI(
     title="Sagas shop",
@@ -20,6 +21,7 @@ api = NinjaAPI(
 )
 api.add_router("/orders", orders_router)
 api.add_router("/sagas", sagas_router)
+api.add_router("/participants", participants_router)
 
 
 def _field(location: list[Any] | tuple[Any, ...]) -> str:

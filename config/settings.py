@@ -212,6 +212,8 @@ SAGAS_RETRIABLE_MAX_ERRORS = env.int("SAGAS_RETRIABLE_MAX_ERRORS", default=3)
 # Seconds without a sweep before the check and the admin raise the alarm
 # (unset: five sweep intervals, at least 30 s).
 SAGAS_SWEEP_STALE_AFTER = env.float("SAGAS_SWEEP_STALE_AFTER", default=None)
+# Participants replying over HTTP, and their signing secrets: "name=secret,...".
+SAGAS_PARTICIPANTS = env.dict("SAGAS_PARTICIPANTS", default={})
 # Modules outside installed apps' ``sagas.py`` that register definitions.
 SAGAS_DEFINITION_MODULES = env.list("SAGAS_DEFINITION_MODULES", default=[])
 

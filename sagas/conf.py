@@ -28,6 +28,8 @@ DEFAULTS: dict[str, float | int] = {
     # to the broker so other sagas get their turn. 0 steps turns it off.
     "SAGAS_INLINE_STEPS": 16,
     "SAGAS_INLINE_SECONDS": 2.0,
+    # Seconds a participant's signed HTTP reply stays valid.
+    "SAGAS_REPLY_MAX_AGE": 300.0,
 }
 
 

@@ -102,6 +102,73 @@ StepFunction = Callable[[StepContext], Mapping[str, Any] | None]
 
 
 @dataclass(frozen=True)
+class Remote:
+    """A step action or compensation run by a participant in another service.
+
+    The engine sends a command, the Celery task ``task`` on ``queue``, once the
+    step's transaction commits, then waits for the participant's reply, holding
+    no worker, lock or transaction; the step's timeout runs from the database
+    clock. The command's keyword arguments: ``saga_id``, ``attempt_id``,
+    ``step``, ``kind``, ``attempt``, ``idempotency_key``, ``action_key``,
+    ``reply_task`` and ``data`` (``payload(ctx)``, by default the whole
+    context). The participant answers with ``reply_task`` (``sagas.step_reply``)
+    or over HTTP (``POST /api/participants/replies/``), also after a compensation that
+    found nothing to undo.
+    """
+
+    task: str
+    queue: str | None = None
+    payload: Callable[[StepContext], Mapping[str, Any]] | None = None
+
+    def __call__(self, ctx: StepContext) -> Mapping[str, Any] | None:
+        raise TypeError(f"remote step {ctx.step} is run by a participant")
+
+    def command(
+        self, ctx: StepContext, *, attempt_id: int, reply_task: str
+    ) -> dict[str, Any]:
+        """Return the command's keyword arguments."""
+        return {
+            "saga_id": str(ctx.saga_id),
+            "attempt_id": attempt_id,
+            "step": ctx.step,
+            "kind": ctx.kind,
+            "attempt": ctx.attempt,
+            "idempotency_key": ctx.idempotency_key,
+            "action_key": ctx.action_key,
+            "reply_task": reply_task,
+            "data": dict(self.payload(ctx) if self.payload else ctx.data),
+        }
+
+
+class WaitTimeout(enum.StrEnum):
+    """What a wait step does when nothing completes it in time."""
+
+    # Fail the step: the saga compensates the steps before it.
+    COMPENSATE = "compensate"
+    # Park the saga for an operator.
+    ESCALATE = "escalate"
+
+
+@dataclass(frozen=True)
+class Wait:
+    """A step action the outside world completes: an event, or a person.
+
+    The saga pauses, holding no worker, until ``sagas.engine.saga_signal``
+    delivers ``event`` (with an optional result) or, for ``approval=True``, an
+    operator approves or rejects it from the admin. Past the step's timeout it
+    compensates or escalates, as ``on_timeout`` says. A wait step changes
+    nothing by itself, so it needs no compensation.
+    """
+
+    event: str = ""
+    approval: bool = False
+    on_timeout: WaitTimeout = WaitTimeout.COMPENSATE
+
+    def __call__(self, ctx: StepContext) -> Mapping[str, Any] | None:
+        raise TypeError(f"wait step {ctx.step} is completed from outside")
+
+
+@dataclass(frozen=True)
 class Step:
     """One step: an action, its compensation, its timeout and retry policy."""
 
@@ -202,8 +269,10 @@ def _problems(definition: SagaDefinition) -> list[str]:
             problems.append(f"{label}: timeout must be positive")
         if step.retry.max_attempts is not None and step.retry.max_attempts < 1:
             problems.append(f"{label}: max_attempts must be >= 1 or None")
+        if isinstance(step.compensation, Wait):
+            problems.append(f"{label}: a compensation cannot wait")
         if step.kind is StepKind.COMPENSATABLE:
-            if step.compensation is None:
+            if step.compensation is None and not isinstance(step.action, Wait):
                 problems.append(f"{label}: a compensatable step needs a compensation")
             if pivot_seen or retriable_seen:
                 problems.append(f"{label}: a compensatable step after the pivot")

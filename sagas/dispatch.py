@@ -20,6 +20,8 @@ from sagas import conf
 log = structlog.get_logger("sagas.dispatch")
 
 STEP_TASK = "sagas.step_execute"
+# The task participants answer a remote step with.
+REPLY_TASK = "sagas.step_reply"
 
 # Redis serves priority 0 first: a saga already in flight moves ahead of sagas
 # not yet started, so a burst does not stretch every saga's latency to the
@@ -79,5 +81,27 @@ def _send(send: Send, producer: Any = None) -> None:
             "step.dispatch_failed",
             saga_id=str(send.saga_id),
             attempt_id=send.attempt_id,
+            exc_info=True,
+        )
+
+
+def send_command_on_commit(
+    task: str, queue: str | None, kwargs: dict[str, Any]
+) -> None:
+    """Send a remote step's command to its participant once the transaction commits."""
+    transaction.on_commit(partial(_send_command, task, queue, kwargs), robust=True)
+
+
+def _send_command(task: str, queue: str | None, kwargs: dict[str, Any]) -> None:
+    options: dict[str, Any] = {"queue": queue} if queue else {}
+    try:
+        current_app.send_task(task, kwargs=kwargs, **options)
+    except Exception:
+        # The attempt's wake_at makes the sweeper send it again.
+        log.warning(
+            "step.command_failed",
+            saga_id=kwargs.get("saga_id"),
+            attempt_id=kwargs.get("attempt_id"),
+            task=task,
             exc_info=True,
         )

@@ -151,3 +151,14 @@ class SweeperHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} at {self.swept_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ReplyReceipt(models.Model):
+    """A signed participant reply already taken: the same signature is refused."""
+
+    participant = models.CharField(max_length=100)
+    signature = models.CharField(max_length=128, unique=True)
+    received_at = models.DateTimeField(db_default=Now(), db_index=True)
+
+    def __str__(self) -> str:
+        return f"reply from {self.participant} at {self.received_at}"

@@ -34,6 +34,8 @@ class AttemptStatus(models.TextChoices):
     SCHEDULED = "scheduled", "Scheduled"
     # Sent to the broker; a worker may be running it.
     DISPATCHED = "dispatched", "Dispatched"
+    # Waiting, with no worker, for a participant's reply, an event or a person.
+    WAITING = "waiting", "Waiting"
     # Finished successfully.
     SUCCEEDED = "succeeded", "Succeeded"
     # Raised an error.
@@ -53,7 +55,11 @@ TERMINAL_SAGA_STATUSES = (
     SagaStatus.FAILED,
     SagaStatus.RESOLVED,
 )
-OPEN_ATTEMPT_STATUSES = (AttemptStatus.SCHEDULED, AttemptStatus.DISPATCHED)
+OPEN_ATTEMPT_STATUSES = (
+    AttemptStatus.SCHEDULED,
+    AttemptStatus.DISPATCHED,
+    AttemptStatus.WAITING,
+)
 
 SAGA_TRANSITIONS: dict[str, frozenset[str]] = {
     # A pending saga parks when its definition is not in the code base.
@@ -78,6 +84,15 @@ ATTEMPT_TRANSITIONS: dict[str, frozenset[str]] = {
         {AttemptStatus.DISPATCHED, AttemptStatus.CANCELLED}
     ),
     AttemptStatus.DISPATCHED: frozenset(
+        {
+            AttemptStatus.WAITING,
+            AttemptStatus.SUCCEEDED,
+            AttemptStatus.FAILED,
+            AttemptStatus.TIMED_OUT,
+            AttemptStatus.CANCELLED,
+        }
+    ),
+    AttemptStatus.WAITING: frozenset(
         {
             AttemptStatus.SUCCEEDED,
             AttemptStatus.FAILED,

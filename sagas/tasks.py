@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 
 from sagas import engine
@@ -34,3 +36,27 @@ def sweep_task(batch: int | None = None) -> int:
     # The heartbeat the system check and the admin look at.
     record_sweep(total)
     return total
+
+
+@shared_task(name="sagas.step_reply", acks_late=True, ignore_result=True)
+def step_reply_task(
+    saga_id: str,
+    attempt_id: int,
+    status: str,
+    result: dict[str, Any] | None = None,
+    error: str = "",
+    transient: bool = False,
+    partial: bool = False,
+    participant: str = "participant",
+) -> str:
+    """Apply a participant's reply to a remote step (late or duplicate: ignored)."""
+    return engine.step_reply(
+        saga_id,
+        attempt_id,
+        status=status,
+        result=result,
+        error=error,
+        transient=transient,
+        partial=partial,
+        participant=participant,
+    )

@@ -20,6 +20,7 @@ from sagas.engine.operators import (
     saga_retry,
     saga_skip_compensation,
 )
+from sagas.engine.outside import saga_approve, saga_reject, saga_signal, step_reply
 from sagas.engine.start import saga_start
 from sagas.engine.sweeper import sweep, sweep_pass
 from sagas.errors import IllegalTransition, OperatorActionRefused
@@ -27,14 +28,18 @@ from sagas.errors import IllegalTransition, OperatorActionRefused
 __all__ = [
     "IllegalTransition",
     "OperatorActionRefused",
+    "saga_approve",
     "saga_compensate",
     "saga_migrate",
+    "saga_reject",
     "saga_resolve",
     "saga_resume",
     "saga_retry",
+    "saga_signal",
     "saga_skip_compensation",
     "saga_start",
     "step_execute",
+    "step_reply",
     "sweep",
     "sweep_pass",
 ]

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -25,12 +24,11 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
 
 from sagas import conf, dispatch
-from sagas.definition import SagaDefinition, Step, StepContext
+from sagas.definition import Remote, SagaDefinition, Step, Wait
 from sagas.engine import machine
-from sagas.errors import StepResultError
 from sagas.models import Saga, StepAttempt
 from sagas.signals import step_ran
-from sagas.states import ACTIVE_SAGA_STATUSES, AttemptKind, AttemptStatus
+from sagas.states import ACTIVE_SAGA_STATUSES, AttemptStatus
 
 log = structlog.get_logger("sagas.engine")
 
@@ -170,20 +168,13 @@ def _execute(
             assert isinstance(claimed, _Claim)
             tx, attempt = claimed.tx, claimed.attempt
             report = _report(claimed)
-            function = (
-                claimed.step.action
-                if attempt.kind == AttemptKind.ACTION
-                else claimed.step.compensation
-            )
+            function = machine.function_of(claimed.step, attempt)
             assert function is not None
-            context = StepContext(
-                saga_id=tx.saga.pk,
-                business_key=tx.saga.business_key,
-                step=claimed.step.name,
-                kind=attempt.kind,
-                attempt=attempt.number,
-                data=dict(tx.saga.context),
-            )
+            if isinstance(function, Remote | Wait):
+                machine.wait_outside(tx, claimed.step, attempt, function)
+                tx.commit()
+                return "waiting"
+            context = machine.step_context(tx.saga, claimed.step, attempt)
             began = time.monotonic()
             ran = True
             try:
@@ -197,12 +188,7 @@ def _execute(
                 report["duration"] = time.monotonic() - began
                 raise _StepFailed(exc, after_return=False) from exc
             report["duration"] = time.monotonic() - began
-            values = _validated(result, tx.saga.context, attempt.kind)
-            attempt.result = values or None
-            machine.finish_attempt(tx, attempt, AttemptStatus.SUCCEEDED)
-            if values and attempt.kind == AttemptKind.ACTION:
-                tx.set(context={**tx.saga.context, **values})
-            machine.continue_after(tx, claimed.definition, attempt)
+            machine.succeed(tx, claimed.definition, attempt, result)
             tx.commit()
     except _StepFailed as failed:
         outcome = _record(saga_id, attempt_id, failed.exc, after_return=False)
@@ -249,37 +235,6 @@ def _signal(report: dict[str, Any], outcome: str) -> None:
                 receiver=repr(receiver),
                 error=repr(response),
             )
-
-
-def _validated(result: Any, context: Mapping[str, Any], kind: str) -> dict[str, Any]:
-    """Return a step's result as new context values, or raise StepResultError."""
-    if result is None:
-        return {}
-    if not isinstance(result, Mapping):
-        raise StepResultError(
-            f"a step returns a mapping or None, not {type(result).__name__}"
-        )
-    values = dict(result)
-    keys = [key for key in values if not isinstance(key, str)]
-    if keys:
-        raise StepResultError(f"result keys must be strings, not {keys[:5]!r}")
-    try:
-        text = json.dumps(values, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise StepResultError(f"result is not JSON: {exc}") from exc
-    if "\\u0000" in text:
-        raise StepResultError("result contains a NUL character")
-    if kind == AttemptKind.ACTION:
-        clashes = sorted(
-            key
-            for key, value in values.items()
-            if key in context and context[key] != value
-        )
-        if clashes:
-            raise StepResultError(
-                f"result would overwrite context keys {clashes}: return new keys"
-            )
-    return values
 
 
 def _claim(saga_id: UUID | str, attempt_id: int) -> _Claim | _Parked | None:

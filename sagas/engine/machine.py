@@ -20,7 +20,8 @@ a step being executed from a step whose worker or message was lost.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -41,18 +42,23 @@ from django.db.models.functions import Least, Now
 
 from sagas import conf, registry
 from sagas.definition import (
+    Remote,
     RetryPolicy,
     SagaDefinition,
     SagaOutcome,
     Step,
+    StepContext,
     StepKind,
+    Wait,
+    WaitTimeout,
 )
-from sagas.dispatch import Send, send_many_on_commit
-from sagas.errors import OperatorActionRefused, SagaError
+from sagas.dispatch import REPLY_TASK, Send, send_command_on_commit, send_many_on_commit
+from sagas.errors import OperatorActionRefused, SagaError, StepResultError
 from sagas.models import Saga, SagaEvent, StepAttempt
 from sagas.signals import saga_transition
 from sagas.states import (
     ACTIVE_SAGA_STATUSES,
+    OPEN_ATTEMPT_STATUSES,
     AttemptKind,
     AttemptStatus,
     SagaStatus,
@@ -846,10 +852,7 @@ def park(tx: Transition, definition: SagaDefinition | None) -> None:
 def park_unavailable(tx: Transition, error: DefinitionUnavailable) -> None:
     """Park a saga whose definition version or step is not in the code base."""
     attempt = tx.saga.current_attempt
-    if attempt is not None and attempt.status in (
-        AttemptStatus.SCHEDULED,
-        AttemptStatus.DISPATCHED,
-    ):
+    if attempt is not None and attempt.status in OPEN_ATTEMPT_STATUSES:
         finish_attempt(tx, attempt, AttemptStatus.CANCELLED, error=error)
     tx.set(last_error=str(error))
     definition = registry.find(tx.saga.definition, tx.saga.version)
@@ -879,3 +882,142 @@ def _was_compensating(saga: Saga) -> bool:
 
 def _close(tx: Transition) -> None:
     tx.set(current_attempt=None, wake_at=None, finished_at=Now())
+
+
+# --- waiting for the outside world ----------------------------------------------
+
+
+def step_context(saga: Saga, step: Step, attempt: StepAttempt) -> StepContext:
+    """Return what the attempt's function receives (or its command carries)."""
+    return StepContext(
+        saga_id=saga.pk,
+        business_key=saga.business_key,
+        step=step.name,
+        kind=attempt.kind,
+        attempt=attempt.number,
+        data=dict(saga.context),
+    )
+
+
+def function_of(step: Step, attempt: StepAttempt) -> Any:
+    """Return the attempt's function: the step's action or its compensation."""
+    return step.action if attempt.kind == AttemptKind.ACTION else step.compensation
+
+
+def wait_outside(
+    tx: Transition, step: Step, attempt: StepAttempt, function: Remote | Wait
+) -> None:
+    """Leave the attempt waiting for a reply, an event or a person; hold nothing.
+
+    A remote command leaves once this transaction commits and is sent again
+    whenever its lease lapses before a reply, until the step's deadline.
+    """
+    tx.attempt_status(
+        attempt,
+        AttemptStatus.WAITING,
+        detail=f"command {function.task}" if isinstance(function, Remote) else "",
+    )
+    attempt.save(update_fields=["status", "started_at"])
+    if isinstance(function, Remote):
+        _send_command(tx, step, attempt, function)
+    else:
+        tx.set(wake_at=attempt.deadline_at)
+
+
+def _send_command(
+    tx: Transition, step: Step, attempt: StepAttempt, function: Remote
+) -> None:
+    context = step_context(tx.saga, step, attempt)
+    send_command_on_commit(
+        function.task,
+        function.queue,
+        function.command(context, attempt_id=attempt.pk, reply_task=REPLY_TASK),
+    )
+    tx.set(
+        wake_at=Least(db_in(lease_for(step)), Value(attempt.deadline_at))
+        if attempt.deadline_at is not None
+        else db_in(lease_for(step))
+    )
+
+
+def resend_command(tx: Transition, step: Step, attempt: StepAttempt) -> None:
+    """Send a waiting remote attempt's command again (no reply within the lease)."""
+    function = function_of(step, attempt)
+    assert isinstance(function, Remote)
+    tx.note("re-sent command: no reply within the lease", attempt=attempt)
+    _send_command(tx, step, attempt, function)
+
+
+def validated_result(
+    result: Any, context: Mapping[str, Any], kind: str
+) -> dict[str, Any]:
+    """Return a step's result as new context values, or raise StepResultError."""
+    if result is None:
+        return {}
+    if not isinstance(result, Mapping):
+        raise StepResultError(
+            f"a step returns a mapping or None, not {type(result).__name__}"
+        )
+    values = dict(result)
+    keys = [key for key in values if not isinstance(key, str)]
+    if keys:
+        raise StepResultError(f"result keys must be strings, not {keys[:5]!r}")
+    try:
+        text = json.dumps(values, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StepResultError(f"result is not JSON: {exc}") from exc
+    if "\\u0000" in text:
+        raise StepResultError("result contains a NUL character")
+    if kind == AttemptKind.ACTION:
+        clashes = sorted(
+            key
+            for key, value in values.items()
+            if key in context and context[key] != value
+        )
+        if clashes:
+            raise StepResultError(
+                f"result would overwrite context keys {clashes}: return new keys"
+            )
+    return values
+
+
+def succeed(
+    tx: Transition,
+    definition: SagaDefinition,
+    attempt: StepAttempt,
+    result: Any,
+) -> None:
+    """Record a succeeded attempt, keep its result, and go on."""
+    values = validated_result(result, tx.saga.context, attempt.kind)
+    attempt.result = values or None
+    finish_attempt(tx, attempt, AttemptStatus.SUCCEEDED)
+    if values and attempt.kind == AttemptKind.ACTION:
+        tx.set(context={**tx.saga.context, **values})
+    continue_after(tx, definition, attempt)
+
+
+def wait_expired(
+    tx: Transition, definition: SagaDefinition, step: Step, attempt: StepAttempt
+) -> None:
+    """Fail an attempt past its deadline, or escalate a wait step that says so."""
+    function = function_of(step, attempt)
+    if isinstance(function, Wait):
+        # Waiting again would not help: nobody completed the step in time. A
+        # wait changes nothing itself, so only the steps before it are undone.
+        finish_attempt(
+            tx,
+            attempt,
+            AttemptStatus.TIMED_OUT,
+            error=StepTimedOut(f"nothing completed {step.name} within {step.timeout}s"),
+        )
+        tx.set(failed_step=step.name, error=attempt.error)
+        if function.on_timeout is WaitTimeout.ESCALATE:
+            tx.set(last_error=f"{step.name}: escalated, {attempt.error}")
+            park(tx, definition)
+            return
+        tx.saga_status(SagaStatus.COMPENSATING, detail=f"{step.name}: {attempt.error}")
+        compensate_next(tx, definition)
+        return
+    record_failure(
+        tx, definition, attempt, StepTimedOut(f"no result within {step.timeout}s")
+    )

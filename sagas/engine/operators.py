@@ -11,7 +11,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from sagas import registry
-from sagas.definition import SagaDefinition, StepKind
+from sagas.definition import Remote, SagaDefinition, StepKind
 from sagas.engine import machine
 from sagas.errors import OperatorActionRefused
 from sagas.models import Saga, StepAttempt
@@ -104,7 +104,15 @@ def saga_resume(saga_id: UUID | str, *, actor: str, reason: str) -> Saga:
         step = machine.step_of(definition, attempt)
         tx = machine.Transition(saga, machine.operator_actor(actor))
         tx.note(f"resume: {reason}", attempt=attempt)
-        machine.dispatch_now(tx, definition, step, attempt)
+        if attempt.status == AttemptStatus.WAITING:
+            if not isinstance(machine.function_of(step, attempt), Remote):
+                raise OperatorActionRefused(
+                    f"step {step.name} waits for an event or an approval: "
+                    "signal, approve or reject it"
+                )
+            machine.resend_command(tx, step, attempt)
+        else:
+            machine.dispatch_now(tx, definition, step, attempt)
         tx.commit()
     return saga
 
@@ -132,7 +140,8 @@ def saga_compensate(saga_id: UUID | str, *, actor: str, reason: str) -> Saga:
                 attempt,
                 AttemptStatus.CANCELLED,
                 error=OperatorActionRefused(f"cancelled by {tx.actor}"),
-                effects_possible=attempt.status == AttemptStatus.DISPATCHED,
+                effects_possible=attempt.status
+                in (AttemptStatus.DISPATCHED, AttemptStatus.WAITING),
                 detail=reason,
             )
         error = f"aborted by {tx.actor}: {reason}"

@@ -6,9 +6,10 @@ import structlog
 from django.db import transaction
 
 from sagas import conf
-from sagas.definition import SagaDefinition, Step
+from sagas.definition import Remote, SagaDefinition, Step
 from sagas.engine import machine
 from sagas.models import Saga
+from sagas.states import AttemptStatus
 
 log = structlog.get_logger("sagas.engine")
 
@@ -93,8 +94,15 @@ def _wake(saga: Saga) -> None:
         tx.commit()
         return
     machine.start_running(tx)
-    timed_out = machine.StepTimedOut(f"no result within {step.timeout}s")
-    machine.record_failure(tx, definition, attempt, timed_out)
+    overdue = attempt.deadline_at is None or attempt.deadline_at <= saga.db_now  # type: ignore[attr-defined]
+    if attempt.status == AttemptStatus.WAITING and not overdue:
+        if isinstance(machine.function_of(step, attempt), Remote):
+            # A remote command unanswered within its lease: send it again.
+            machine.resend_command(tx, step, attempt)
+        else:
+            tx.set(wake_at=attempt.deadline_at)
+    else:
+        machine.wait_expired(tx, definition, step, attempt)
     tx.commit()
 
 
