@@ -346,11 +346,12 @@ def test_an_unsigned_or_stale_http_reply_is_refused(
     run_next(saga.pk)
     body = {"saga_id": str(saga.pk), "attempt_id": _current(saga.pk).pk,
             "status": "completed"}  # fmt: skip
-    kwargs: dict[str, Any] = {
+    options: dict[str, dict[str, Any]] = {
         "wrong secret": {"secret": "guess"},
         "old timestamp": {"stamp": int(time.time()) - 3600},
         "bad signature": {"signature": "0" * 64},
-    }[tamper]
+    }
+    kwargs = options[tamper]
 
     response = _post(client, body, **kwargs)
 
