@@ -212,6 +212,10 @@ SAGAS_RETRIABLE_MAX_ERRORS = env.int("SAGAS_RETRIABLE_MAX_ERRORS", default=3)
 # Seconds without a sweep before the check and the admin raise the alarm
 # (unset: five sweep intervals, at least 30 s).
 SAGAS_SWEEP_STALE_AFTER = env.float("SAGAS_SWEEP_STALE_AFTER", default=None)
+# How checkout runs an order: "orchestrated" (the order saga, every step in
+# this project) or "remote" (stock kept by the warehouse service, a participant
+# in its own process, by command and reply).
+ORDERS_FLOW = env.str("ORDERS_FLOW", default="orchestrated")
 # Participants replying over HTTP, and their signing secrets: "name=secret,...".
 SAGAS_PARTICIPANTS = env.dict("SAGAS_PARTICIPANTS", default={})
 # Modules outside installed apps' ``sagas.py`` that register definitions.

@@ -6,8 +6,11 @@ reserve stock -> charge payment -> create shipment -> send confirmation.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 from uuid import UUID
+
+from django.conf import settings
 
 from inventory.services import OutOfStock, UnknownSku, stock_release, stock_reserve
 from orders.models import Order
@@ -20,6 +23,7 @@ from orders.services import (
 from payments.gateway import CardDeclined, ChargeVoided, GatewayUnavailable
 from payments.services import payment_charge, payment_refund
 from sagas.definition import (
+    Remote,
     RetryPolicy,
     SagaDefinition,
     SagaOutcome,
@@ -161,10 +165,34 @@ ORDER_SAGA = register(
 )
 
 
+def _items(ctx: StepContext) -> Mapping[str, Any]:
+    return {"items": ctx.data["items"]}
+
+
+# The same order, with the stock kept by the warehouse service: a participant
+# in its own process and database, driven by command and reply.
+ORDER_SAGA_REMOTE = register(
+    replace(
+        ORDER_SAGA,
+        name="order_checkout_remote",
+        steps=(
+            Step(
+                "reserve_stock",
+                Remote("warehouse.reserve", queue="warehouse", payload=_items),
+                compensation=Remote("warehouse.release", queue="warehouse"),
+                timeout=30,
+            ),
+            *ORDER_SAGA.steps[1:],
+        ),
+    )
+)
+
+
 def order_saga_start(order: Order, items: list[tuple[str, int]]) -> UUID:
     """Start the saga for a new order; call inside the transaction creating it."""
+    remote = getattr(settings, "ORDERS_FLOW", "orchestrated") == "remote"
     saga = saga_start(
-        ORDER_SAGA,
+        ORDER_SAGA_REMOTE if remote else ORDER_SAGA,
         business_key=f"order:{order.pk}",
         context={
             "order_id": str(order.pk),

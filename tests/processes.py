@@ -144,3 +144,21 @@ class Beat(Process):
             env,
             log_dir,
         )  # fmt: skip
+
+
+class Participant(Process):
+    """The warehouse service's own Celery worker (``participants.warehouse``)."""
+
+    ready_marker = "ready."
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+        super().__init__(
+            name,
+            [
+                sys.executable, "-m", "celery", "-A", "participants.warehouse.app",
+                "worker", "-Q", "warehouse", "-l", "info", "-P", "prefork", "-c", "2",
+                "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
+            ],
+            env,
+            log_dir,
+        )  # fmt: skip
