@@ -45,3 +45,14 @@ class StepResultError(SagaError):
 
     A result is a mapping of new keys to JSON values (no NaN, no NUL), or None.
     """
+
+
+class WorkerLost(BaseException):
+    """The process running a step is going away mid-step.
+
+    The engine records nothing: the step's transaction rolls back and its
+    attempt stays dispatched, as when ``kill -9`` hits a worker, and the
+    sweeper sends it again after the lease. ``sagas.testing.WorkerCrash`` is
+    one; every other exception a step raises, ``BaseException`` included, is
+    recorded as a failed attempt.
+    """

@@ -34,7 +34,7 @@ from django.db.models.functions import Now
 
 from sagas import engine, registry
 from sagas.definition import Step, StepContext, StepKind
-from sagas.errors import PermanentError, TransientError
+from sagas.errors import PermanentError, TransientError, WorkerLost
 from sagas.models import Saga, StepAttempt, SweeperHeartbeat
 from sagas.states import (
     ACTIVE_SAGA_STATUSES,
@@ -135,10 +135,10 @@ def compensations_run(saga_id: UUID | str) -> list[str]:
 # --- fault injection ------------------------------------------------------------
 
 
-class WorkerCrash(BaseException):
+class WorkerCrash(WorkerLost):
     """The worker process died: nothing after the raise point commits.
 
-    A ``BaseException``, so the engine does not record it as a step failure: the
+    A ``WorkerLost``, so the engine does not record it as a step failure: the
     step's transaction rolls back and its attempt stays dispatched, exactly as
     when ``kill -9`` hits a worker. The sweeper re-sends it after the lease.
     """

@@ -26,6 +26,7 @@ from django.db.models import F
 from sagas import conf, dispatch
 from sagas.definition import Remote, SagaDefinition, Step, Wait
 from sagas.engine import machine
+from sagas.errors import WorkerLost
 from sagas.models import Saga, StepAttempt
 from sagas.signals import step_ran
 from sagas.states import ACTIVE_SAGA_STATUSES, AttemptStatus
@@ -182,7 +183,7 @@ def _execute(
                 # at all: no savepoint, a failure rolls the whole step back.
                 with _time_limit(claimed.step.timeout, limited):
                     result = function(context)
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, WorkerLost):
                 raise
             except BaseException as exc:
                 report["duration"] = time.monotonic() - began
@@ -192,7 +193,7 @@ def _execute(
             tx.commit()
     except _StepFailed as failed:
         outcome = _record(saga_id, attempt_id, failed.exc, after_return=False)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, WorkerLost):
         raise
     except BaseException as exc:
         if not ran:
