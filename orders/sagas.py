@@ -131,6 +131,7 @@ ORDER_SAGA = register(
         ),
         on_completed=_completed,
         on_compensated=_compensated,
+        sensitive=("payment_token",),
     )
 )
 

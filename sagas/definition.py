@@ -141,6 +141,8 @@ class SagaDefinition:
     on_completed: OutcomeHook | None = None
     on_compensated: OutcomeHook | None = None
     on_failed: OutcomeHook | None = None
+    # Context keys holding secrets: redacted for readers, scrubbed once finished.
+    sensitive: tuple[str, ...] = ()
 
     def step(self, index: int) -> Step:
         """Return the step at ``index``."""

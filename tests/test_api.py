@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.test import Client
 
@@ -150,16 +151,22 @@ def test_unknown_order_is_404(client: Client, path: str) -> None:
     assert client.get(path).status_code == 404
 
 
-def test_saga_api_is_staff_only(client: Client, django_user_model: Any) -> None:
+def test_saga_api_needs_staff_with_view_permission(
+    client: Client, django_user_model: Any
+) -> None:
     placed = post_order(client, order_body()).json()
     url = f"/api/sagas/{placed['saga_id']}/"
 
-    assert client.get(url).status_code in (401, 403)
+    assert client.get(url).status_code == 401
     user = django_user_model.objects.create_user("clerk", password="pw")
     client.force_login(user)
     assert client.get(url).status_code == 403
     user.is_staff = True
     user.save()
+    assert client.get(url).status_code == 403
+    user.user_permissions.add(Permission.objects.get(codename="view_saga"))
+    user = django_user_model.objects.get(pk=user.pk)
+    client.force_login(user)
     response = client.get(url)
     assert response.status_code == 200
     body = response.json()

@@ -46,6 +46,7 @@ from sagas.admin.operator import (
 from sagas.admin.related import related_rows
 from sagas.errors import DefinitionError, OperatorActionRefused
 from sagas.models import Saga
+from sagas.redaction import redacted_context
 from sagas.selectors import status_counts
 from sagas.states import SagaStatus
 from sagas.templatetags.saga_admin import saga_badge
@@ -178,7 +179,8 @@ class SagaAdmin(admin.ModelAdmin):
 
     @admin.display(description="context")
     def context_json(self, obj: Saga) -> str:
-        text = json.dumps(obj.context, indent=2, sort_keys=True, cls=DjangoJSONEncoder)
+        context = redacted_context(obj.definition, obj.context)
+        text = json.dumps(context, indent=2, sort_keys=True, cls=DjangoJSONEncoder)
         return format_html('<pre class="saga-json">{}</pre>', text)
 
     # --- permissions ----------------------------------------------------------

@@ -27,6 +27,7 @@ from sagas.engine.core import (
     _Transaction,
 )
 from sagas.models import Saga, StepAttempt
+from sagas.redaction import scrubbed_context
 from sagas.states import (
     ACTIVE_SAGA_STATUSES,
     AttemptKind,
@@ -257,6 +258,8 @@ def _park(tx: _Transaction, definition: SagaDefinition) -> None:
 
 def _close(tx: _Transaction) -> None:
     tx.set(current_attempt=None, wake_at=None, finished_at=Now())
+    # A finished saga runs no step again: drop the secrets its steps needed.
+    tx.set(context=scrubbed_context(tx.saga.definition, tx.saga.context))
 
 
 def _run_hook(hook: Any, saga: Saga) -> None:
