@@ -35,8 +35,9 @@ test-tools: browsers
 test: venv test-tools
 	$(PY) scripts/services.py run -- .venv/bin/pytest $(PYTEST_ARGS)
 
+# The demo runs on loopback over plain HTTP, with DEBUG unless told otherwise.
 demo: venv
-	$(PY) manage.py demo
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(PY) manage.py demo
 
 bench: venv
 	$(PY) scripts/services.py run -- $(PY) -m bench
