@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any, Literal
 from uuid import UUID
 
@@ -9,7 +10,7 @@ import pycountry
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Header, Router, Schema, Status
 from ninja.errors import HttpError
-from pydantic import ConfigDict, StrictInt, field_validator
+from pydantic import ConfigDict, StrictInt
 
 from inventory.services import UnknownSku
 from orders.selectors import order_get
@@ -20,33 +21,46 @@ router = Router(tags=["orders"])
 
 
 class _Strict(Schema):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # No whitespace stripping: a value is accepted exactly as the schema says.
+    model_config = ConfigDict(extra="forbid")
+
+
+# The customer id becomes the local part of the confirmation address
+# (``<customer_id>@customers.example.com``): letters, digits, ``-`` and ``_`` only.
+CUSTOMER_ID = r"^[A-Za-z0-9_-]{1,64}$"
+SKU = r"^[A-Z0-9][A-Z0-9-]{0,63}$"
+PAYMENT_TOKEN = r"^[A-Za-z0-9_]{1,100}$"
+# Printable text: no control characters, at least one character besides spaces.
+TEXT = r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
+
+Country = enum.StrEnum(  # type: ignore[misc]
+    "Country", sorted((c.alpha_2, c.alpha_2) for c in pycountry.countries)
+)
 
 
 class ItemIn(_Strict):
-    sku: str = Field(min_length=1, max_length=64)
+    sku: str = Field(min_length=1, max_length=64, pattern=SKU)
     quantity: StrictInt = Field(ge=1, le=1000)
 
 
 class AddressIn(_Strict):
-    name: str = Field(min_length=1, max_length=200)
-    line1: str = Field(min_length=1, max_length=200)
-    city: str = Field(min_length=1, max_length=100)
-    postal_code: str = Field(min_length=1, max_length=20)
-    country: str = Field(min_length=2, max_length=2, description="ISO 3166-1 alpha-2")
-
-    @field_validator("country")
-    @classmethod
-    def _iso_country(cls, value: str) -> str:
-        if pycountry.countries.get(alpha_2=value.upper()) is None:
-            raise ValueError("not an ISO 3166-1 alpha-2 country code")
-        return value.upper()
+    name: str = Field(min_length=1, max_length=200, pattern=TEXT)
+    line1: str = Field(min_length=1, max_length=200, pattern=TEXT)
+    city: str = Field(min_length=1, max_length=100, pattern=TEXT)
+    postal_code: str = Field(min_length=1, max_length=20, pattern=TEXT)
+    country: Country = Field(description="ISO 3166-1 alpha-2, upper case")
 
 
 class OrderIn(_Strict):
-    customer_id: str = Field(min_length=1, max_length=100)
+    customer_id: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=CUSTOMER_ID,
+        description="Letters, digits, '-' and '_': the confirmation goes to "
+        "<customer_id>@customers.example.com.",
+    )
     items: list[ItemIn] = Field(min_length=1, max_length=50)
-    payment_token: str = Field(min_length=1, max_length=100)
+    payment_token: str = Field(min_length=1, max_length=100, pattern=PAYMENT_TOKEN)
     shipping_address: AddressIn
 
 
@@ -105,7 +119,7 @@ def create_order(
             customer_id=payload.customer_id,
             lines=[LineRequest(sku=i.sku, quantity=i.quantity) for i in payload.items],
             payment_token=payload.payment_token,
-            shipping_address=payload.shipping_address.model_dump(),
+            shipping_address=payload.shipping_address.model_dump(mode="json"),
             idempotency_key=idempotency_key or None,
         )
     except UnknownSku as exc:

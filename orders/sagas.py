@@ -85,8 +85,10 @@ def cancel_shipment(ctx: StepContext) -> None:
     shipment_cancel(booking_key=ctx.action_key)
 
 
-def send_confirmation(ctx: StepContext) -> None:
-    order_send_confirmation(order_id=ctx.data["order_id"])
+def send_confirmation(ctx: StepContext) -> Mapping[str, Any]:
+    # Recorded in the attempt's result and the context: an undeliverable
+    # address ends the step, the saga still completes.
+    return {"confirmation": order_send_confirmation(order_id=ctx.data["order_id"])}
 
 
 # --- outcome hooks (run in the engine's transaction) ----------------------------

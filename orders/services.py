@@ -6,11 +6,15 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
+from smtplib import SMTPRecipientsRefused
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.db.models.functions import Now
 
@@ -142,22 +146,50 @@ def order_fail(*, order_id: UUID | str, reason: str) -> None:
     )
 
 
+class ConfirmationOutcome(StrEnum):
+    # The email went out now.
+    SENT = "sent"
+    # It had gone out before (a repeated step).
+    ALREADY_SENT = "already_sent"
+    # The customer's address cannot receive mail: nothing to retry.
+    UNDELIVERABLE = "undeliverable"
+
+
+def confirmation_address(customer_id: str) -> str:
+    """Return the address the confirmation of ``customer_id``'s orders goes to."""
+    return f"{customer_id}@customers.example.com"
+
+
 @transaction.atomic
-def order_send_confirmation(*, order_id: UUID | str) -> bool:
-    """Email the order confirmation once; return False if it was already sent."""
+def order_send_confirmation(*, order_id: UUID | str) -> ConfirmationOutcome:
+    """Email the order confirmation once; return what happened.
+
+    An address that cannot receive mail is an outcome, not an error: retrying
+    cannot fix it, and the order is paid and shipped all the same.
+    """
     order = Order.objects.select_for_update().get(pk=order_id)
     if order.confirmation_sent_at is not None:
-        return False
+        return ConfirmationOutcome.ALREADY_SENT
+    address = confirmation_address(order.customer_id)
+    try:
+        validate_email(address)
+    except ValidationError:
+        return ConfirmationOutcome.UNDELIVERABLE
     lines = "\n".join(f"  {line.quantity} x {line.sku}" for line in order.lines.all())
-    send_mail(
-        subject=f"Order {order.id} confirmed",
-        message=(
-            f"Thank you for your order.\n\n{lines}\n\n"
-            f"Total: {order.total_cents / 100:.2f} {order.currency}\n"
-        ),
-        from_email=settings.DEFAULT_FROM_EMAIL,
-        recipient_list=[f"{order.customer_id}@customers.example.com"],
-    )
+    try:
+        send_mail(
+            subject=f"Order {order.id} confirmed",
+            message=(
+                f"Thank you for your order.\n\n{lines}\n\n"
+                f"Total: {order.total_cents / 100:.2f} {order.currency}\n"
+            ),
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            recipient_list=[address],
+        )
+    except SMTPRecipientsRefused:
+        # The mail server refused the recipient for good; other SMTP errors
+        # (connection lost, server busy) propagate and the step retries.
+        return ConfirmationOutcome.UNDELIVERABLE
     order.confirmation_sent_at = Now()  # type: ignore[assignment]
     order.save(update_fields=["confirmation_sent_at"])
-    return True
+    return ConfirmationOutcome.SENT

@@ -66,6 +66,26 @@ def test_checkout_creates_order_and_saga_in_one_transaction(client: Client) -> N
         ),
         (lambda b: b["shipping_address"].pop("city"), {"shipping_address.city"}),
         (lambda b: b.update(payment_token=""), {"payment_token"}),
+        (
+            lambda b: b.update(customer_id="x,victim@evil.example"),
+            {"customer_id"},
+        ),
+        (lambda b: b.update(customer_id="a\nBcc: x@y.z"), {"customer_id"}),
+        (lambda b: b.update(customer_id="c" * 65), {"customer_id"}),
+        (
+            lambda b: b["shipping_address"].update(country="de"),
+            {"shipping_address.country"},
+        ),
+        (lambda b: b["items"][0].update(sku=" WIDGET-1"), {"items.0.sku"}),
+        (
+            lambda b: b["shipping_address"].update(name="   "),
+            {"shipping_address.name"},
+        ),
+        (
+            lambda b: b["shipping_address"].update(city="London\r\nX-Injected: 1"),
+            {"shipping_address.city"},
+        ),
+        (lambda b: b.update(payment_token="tok visa"), {"payment_token"}),
         (lambda b: b.update(unexpected=True), {"unexpected"}),
         (
             lambda b: (b.pop("payment_token"), b["items"][0].update(quantity=-1)),
