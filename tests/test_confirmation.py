@@ -46,7 +46,7 @@ def test_undeliverable_address_completes_the_saga_with_the_outcome_recorded(
     order = _order_for("x,victim@evil.example")
 
     # when
-    saga = run_saga_inline(order.saga_id)
+    saga = run_saga_inline(str(order.saga_id))
 
     # then: paid and shipped, confirmed, nobody parked, no mail to anyone
     order.refresh_from_db()
@@ -63,7 +63,7 @@ def test_undeliverable_address_completes_the_saga_with_the_outcome_recorded(
 def test_valid_address_is_sent_once_and_recorded(mailoutbox: list[Any]) -> None:
     order = _order_for("customer-7")
 
-    saga = run_saga_inline(order.saga_id)
+    saga = run_saga_inline(str(order.saga_id))
 
     confirmation = StepAttempt.objects.get(saga=saga, step="send_confirmation")
     assert confirmation.result == {"confirmation": "sent"}
