@@ -12,7 +12,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except DatabaseError:
-        response = JsonResponse({"status": "database unavailable"}, status=503)
+        response = JsonResponse(
+            {"status": "unavailable", "detail": "database unavailable"}, status=503
+        )
         response["Retry-After"] = "5"
         return response
     return JsonResponse({"status": "ok"})

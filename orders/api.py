@@ -10,7 +10,7 @@ import pycountry
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Header, Router, Schema, Status
 from ninja.errors import HttpError
-from pydantic import ConfigDict, StrictInt
+from pydantic import ConfigDict, field_validator
 
 from inventory.services import UnknownSku
 from orders.selectors import order_get
@@ -40,7 +40,15 @@ Country = enum.StrEnum(  # type: ignore[misc]
 
 class ItemIn(_Strict):
     sku: str = Field(min_length=1, max_length=64, pattern=SKU)
-    quantity: StrictInt = Field(ge=1, le=1000)
+    quantity: int = Field(ge=1, le=1000)
+
+    @field_validator("quantity", mode="before")
+    @classmethod
+    def _json_integer(cls, value: object) -> object:
+        # A JSON integer, as JSON Schema means it: 2 and 2.0, never "2" or true.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("Input should be a valid integer")
+        return value
 
 
 class AddressIn(_Strict):
@@ -102,37 +110,66 @@ def _order_out(order: Any) -> dict[str, Any]:
     }
 
 
+_UNAVAILABLE = {429: ErrorOut, 503: ErrorOut}
+IDEMPOTENCY_KEY = r"^[!-~]{1,200}$"
+
+
 @router.post(
     "/",
-    response={202: OrderOut, 400: ErrorOut, 409: ErrorOut},
+    response={
+        202: OrderOut,
+        400: ErrorOut,
+        413: ErrorOut,
+        422: ErrorOut,
+        **_UNAVAILABLE,
+    },
     url_name="order-create",
 )
 def create_order(
     request: HttpRequest,
     response: HttpResponse,
     payload: OrderIn,
-    idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200),
+    idempotency_key: str | None = Header(
+        None,
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=IDEMPOTENCY_KEY,
+        description="Printable ASCII; the same key and body within the retention "
+        "period return the first order.",
+    ),
 ) -> Status[dict[str, Any]]:
-    """Place a guest order; it is fulfilled asynchronously by the order saga."""
+    """Place a guest order; it is fulfilled asynchronously by the order saga.
+
+    400: malformed JSON or invalid fields (each named); 413: body too large;
+    422: an unknown SKU, or the Idempotency-Key reused with another body;
+    429: too many orders from this client; 503: database unavailable (both
+    with Retry-After).
+    """
     try:
         order, created = checkout(
             customer_id=payload.customer_id,
             lines=[LineRequest(sku=i.sku, quantity=i.quantity) for i in payload.items],
             payment_token=payload.payment_token,
             shipping_address=payload.shipping_address.model_dump(mode="json"),
-            idempotency_key=idempotency_key or None,
+            idempotency_key=idempotency_key,
         )
     except UnknownSku as exc:
+        unknown = set(exc.skus)
         return Status(
-            400,
+            422,
             {
                 "detail": str(exc),
-                "errors": [{"field": "items", "message": str(exc), "skus": exc.skus}],
+                "errors": [
+                    {"field": f"items.{n}.sku", "message": f"unknown SKU: {i.sku}"}
+                    for n, i in enumerate(payload.items)
+                    if i.sku in unknown
+                ],
             },
         )
     except IdempotencyConflict as exc:
         return Status(
-            409,
+            422,
             {
                 "detail": str(exc),
                 "errors": [{"field": "Idempotency-Key", "message": str(exc)}],
@@ -143,7 +180,11 @@ def create_order(
     return Status(202, _order_out(order))
 
 
-@router.get("/{uuid:order_id}/", response=OrderOut, url_name="order-detail")
+@router.get(
+    "/{uuid:order_id}/",
+    response={200: OrderOut, 404: ErrorOut, 503: ErrorOut},
+    url_name="order-detail",
+)
 def get_order(request: HttpRequest, order_id: UUID) -> dict[str, Any]:
     """Return an order with its saga's progress."""
     order = order_get(order_id=order_id)

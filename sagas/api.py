@@ -46,6 +46,7 @@ class SagaViewerAuth(SessionAuth):
 
 class ErrorOut(Schema):
     detail: str
+    errors: list[dict[str, Any]] = []
 
 
 class StepOut(Schema):
@@ -118,7 +119,7 @@ class EventPage(Schema):
     items: list[EventOut]
 
 
-_ERRORS: dict[int, Any] = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut}
+_ERRORS: dict[int, Any] = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 503: ErrorOut}
 
 router = Router(tags=["sagas"], auth=SagaViewerAuth())
 
@@ -148,7 +149,7 @@ def get_saga(request: HttpRequest, saga_id: UUID) -> dict[str, object]:
 
 @router.get(
     "/{uuid:saga_id}/attempts/",
-    response={200: AttemptPage, **_ERRORS},
+    response={200: AttemptPage, 400: ErrorOut, **_ERRORS},
     url_name="saga-attempts",
 )
 def list_attempts(
@@ -161,7 +162,7 @@ def list_attempts(
 
 @router.get(
     "/{uuid:saga_id}/timeline/",
-    response={200: EventPage, **_ERRORS},
+    response={200: EventPage, 400: ErrorOut, **_ERRORS},
     url_name="saga-timeline",
 )
 def list_events(

@@ -106,6 +106,16 @@ def test_invalid_input_is_a_400_naming_each_field(
     assert not Saga.objects.exists()
 
 
+def test_integral_json_numbers_are_quantities(client: Client) -> None:
+    body = order_body()
+    body["items"][0]["quantity"] = 2.0
+
+    response = post_order(client, body)
+
+    assert response.status_code == 202, response.content
+    assert Order.objects.get().lines.get().quantity == 2
+
+
 @pytest.mark.parametrize("raw", ["{not json", "[]", '"a string"', "null", ""])
 def test_malformed_bodies_are_400_not_500(client: Client, raw: str) -> None:
     response = client.post("/api/orders/", raw, content_type="application/json")
@@ -115,12 +125,12 @@ def test_malformed_bodies_are_400_not_500(client: Client, raw: str) -> None:
     assert not Order.objects.exists()
 
 
-def test_unknown_sku_is_a_400_naming_it(client: Client) -> None:
+def test_unknown_sku_is_a_422_naming_it(client: Client) -> None:
     response = post_order(client, order_body(items=[("WIDGET-1", 1), ("NOPE-9", 1)]))
 
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert response.json()["errors"] == [
-        {"field": "items", "message": "unknown SKU: NOPE-9", "skus": ["NOPE-9"]}
+        {"field": "items.1.sku", "message": "unknown SKU: NOPE-9"}
     ]
     assert not Order.objects.exists()
 
@@ -136,13 +146,13 @@ def test_same_idempotency_key_and_body_returns_the_same_order(client: Client) ->
     assert Saga.objects.count() == 1
 
 
-def test_same_idempotency_key_with_another_body_is_a_409(client: Client) -> None:
+def test_same_idempotency_key_with_another_body_is_a_422(client: Client) -> None:
     post_order(client, order_body(), **{"Idempotency-Key": "k-2"})
     response = post_order(
         client, order_body(token="tok_chargeDeclined"), **{"Idempotency-Key": "k-2"}
     )
 
-    assert response.status_code == 409
+    assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "Idempotency-Key"
     assert Order.objects.count() == 1
 
