@@ -219,6 +219,10 @@ SAGAS_STUCK_AFTER = env.float("SAGAS_STUCK_AFTER", default=300.0)
 # Modules outside installed apps' ``sagas.py`` that register definitions.
 SAGAS_DEFINITION_MODULES = env.list("SAGAS_DEFINITION_MODULES", default=[])
 
+# --- Orders -----------------------------------------------------------------
+# Seconds an Idempotency-Key answers with its first order; then it is free again.
+ORDERS_IDEMPOTENCY_TTL = env.int("ORDERS_IDEMPOTENCY_TTL", default=86400)
+
 # --- Sandbox providers ------------------------------------------------------
 # Milliseconds each sandbox gateway or carrier call takes, to rehearse real latency.
 SANDBOX_LATENCY_MS = env.int("SANDBOX_LATENCY_MS", default=0)

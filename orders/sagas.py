@@ -138,7 +138,9 @@ ORDER_SAGA = register(
 )
 
 
-def order_saga_start(order: Order, items: list[tuple[str, int]]) -> UUID:
+def order_saga_start(
+    order: Order, items: list[tuple[str, int]], *, payment_token: str
+) -> UUID:
     """Start the saga for a new order; call inside the transaction creating it."""
     saga = saga_start(
         ORDER_SAGA,
@@ -147,7 +149,7 @@ def order_saga_start(order: Order, items: list[tuple[str, int]]) -> UUID:
             "order_id": str(order.pk),
             "items": [[sku, qty] for sku, qty in items],
             "amount_cents": order.total_cents,
-            "payment_token": order.payment_token,
+            "payment_token": payment_token,
             "shipping_address": order.shipping_address,
         },
     )

@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from smtplib import SMTPRecipientsRefused
 from typing import Any
@@ -17,6 +18,7 @@ from django.core.mail import send_mail
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.db.models.functions import Now
+from django.utils import timezone
 
 from inventory.selectors import products_by_sku
 from inventory.services import UnknownSku
@@ -38,6 +40,11 @@ def _fingerprint(payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def idempotency_ttl() -> timedelta:
+    """Return how long an Idempotency-Key keeps answering with its first order."""
+    return timedelta(seconds=getattr(settings, "ORDERS_IDEMPOTENCY_TTL", 86400))
+
+
 def checkout(
     *,
     customer_id: str,
@@ -48,8 +55,10 @@ def checkout(
 ) -> tuple[Order, bool]:
     """Create an order and start its saga in one transaction.
 
-    Return ``(order, created)``; a repeated request under the same idempotency
-    key returns the first order with ``created=False``.
+    Return ``(order, created)``; a repeated request from the same customer under
+    the same idempotency key, within ``ORDERS_IDEMPOTENCY_TTL``, returns the
+    first order with ``created=False``. Keys are scoped per customer: another
+    customer's key neither conflicts nor reveals anything.
     """
     fingerprint = _fingerprint(
         {
@@ -60,7 +69,7 @@ def checkout(
         }
     )
     if idempotency_key:
-        existing = _replay(idempotency_key, fingerprint)
+        existing = _replay(customer_id, idempotency_key, fingerprint)
         if existing is not None:
             return existing, False
     try:
@@ -76,16 +85,29 @@ def checkout(
     except IntegrityError:
         # A concurrent request with the same key won the race.
         if idempotency_key:
-            existing = _replay(idempotency_key, fingerprint)
+            existing = _replay(customer_id, idempotency_key, fingerprint)
             if existing is not None:
                 return existing, False
         raise
     return order, True
 
 
-def _replay(idempotency_key: str, fingerprint: str) -> Order | None:
-    existing = Order.objects.filter(idempotency_key=idempotency_key).first()
-    if existing is not None and existing.request_fingerprint != fingerprint:
+def _replay(customer_id: str, idempotency_key: str, fingerprint: str) -> Order | None:
+    """Return the order this key already made, or None if the key is free.
+
+    An expired key is released (cleared on its order) so it can be used again.
+    """
+    existing = Order.objects.filter(
+        customer_id=customer_id, idempotency_key=idempotency_key
+    ).first()
+    if existing is None:
+        return None
+    if existing.created_at < timezone.now() - idempotency_ttl():
+        Order.objects.filter(pk=existing.pk, idempotency_key=idempotency_key).update(
+            idempotency_key=None
+        )
+        return None
+    if existing.request_fingerprint != fingerprint:
         raise IdempotencyConflict(
             "this Idempotency-Key was already used with a different request body"
         )
@@ -111,7 +133,6 @@ def _create(
     order = Order.objects.create(
         customer_id=customer_id,
         total_cents=total,
-        payment_token=payment_token,
         shipping_address=shipping_address,
         idempotency_key=idempotency_key or None,
         request_fingerprint=fingerprint,
@@ -125,8 +146,11 @@ def _create(
         )
         for line in lines
     )
+    # The token goes to the saga only, which scrubs it once the saga ends.
     order.saga_id = order_saga_start(
-        order, [(line.sku, line.quantity) for line in lines]
+        order,
+        [(line.sku, line.quantity) for line in lines],
+        payment_token=payment_token,
     )
     order.save(update_fields=["saga_id"])
     return order

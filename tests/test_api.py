@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.test import Client
+from django.utils import timezone
 
 from orders.models import Order
 from sagas.models import Saga, StepAttempt
@@ -212,3 +214,62 @@ def test_openapi_schema_describes_the_endpoints(client: Client) -> None:
     assert "/api/orders/" in schema["paths"]
     assert "/api/orders/{order_id}/" in schema["paths"]
     assert "/api/sagas/{saga_id}/" in schema["paths"]
+
+
+def test_idempotency_keys_are_scoped_per_customer(client: Client) -> None:
+    # given: a key another customer already used
+    first = post_order(client, order_body(customer="alice"), **{"Idempotency-Key": "k"})
+
+    # when: another customer sends the same key, with or without the same lines
+    second = post_order(client, order_body(customer="bob"), **{"Idempotency-Key": "k"})
+
+    # then: a new order, nothing revealed, no conflict
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] != second.json()["id"]
+    assert "Idempotent-Replayed" not in second.headers
+    assert Order.objects.count() == 2
+
+
+def test_idempotency_key_expires_after_the_configured_time(
+    client: Client, settings: Any
+) -> None:
+    # given: a key used longer ago than the retention period
+    settings.ORDERS_IDEMPOTENCY_TTL = 3600
+    first = post_order(client, order_body(), **{"Idempotency-Key": "old"}).json()
+    Order.objects.filter(pk=first["id"]).update(
+        created_at=timezone.now() - timedelta(seconds=3601)
+    )
+
+    # when: the same customer reuses it, even with another body
+    again = post_order(
+        client, order_body(items=[("GADGET-1", 1)]), **{"Idempotency-Key": "old"}
+    )
+
+    # then: a new order owns the key now
+    assert again.status_code == 202, again.content
+    assert again.json()["id"] != first["id"]
+    assert Order.objects.get(pk=first["id"]).idempotency_key is None
+    assert Order.objects.get(pk=again.json()["id"]).idempotency_key == "old"
+
+
+def test_idempotency_key_within_retention_replays(
+    client: Client, settings: Any
+) -> None:
+    settings.ORDERS_IDEMPOTENCY_TTL = 3600
+    first = post_order(client, order_body(), **{"Idempotency-Key": "recent"}).json()
+    Order.objects.filter(pk=first["id"]).update(
+        created_at=timezone.now() - timedelta(seconds=3500)
+    )
+
+    again = post_order(client, order_body(), **{"Idempotency-Key": "recent"})
+
+    assert again.json()["id"] == first["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_payment_token_is_not_stored_on_the_order(client: Client) -> None:
+    placed = post_order(client, order_body(token="tok_visa")).json()
+
+    values = Order.objects.filter(pk=placed["id"]).values().get()
+
+    assert "tok_visa" not in json.dumps(values, default=str)
