@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "axes",
     "sagas",
     "inventory",
     "payments",
@@ -72,7 +73,36 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: locks out admin login brute force.
+    "axes.middleware.AxesMiddleware",
 ]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Proxies in front of the app that append to X-Forwarded-For (1 behind the
+# nginx of deploy/nginx.conf): without it every client looks like the proxy.
+NUM_PROXIES = env.int("DJANGO_NUM_PROXIES", default=0)
+NINJA_NUM_PROXIES = NUM_PROXIES
+
+# --- Admin login lockout (django-axes) --------------------------------------
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+# Hours an address stays locked out after too many failed logins.
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=1.0)
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+AXES_IPWARE_PROXY_COUNT = NUM_PROXIES or None
+AXES_IPWARE_META_PRECEDENCE_ORDER = (
+    ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"] if NUM_PROXIES else ["REMOTE_ADDR"]
+)
+
+# --- Cache (API throttling counters) ---------------------------------------
+# Redis in production, so every web process counts against the same limits.
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+# Orders one client (IP address) may place; beyond it, 429 with Retry-After.
+ORDERS_CHECKOUT_RATE = env.str("ORDERS_CHECKOUT_RATE", default="20/min")
 
 # The largest valid checkout (50 lines, every text field at its limit and
 # \u-escaped) is under 20 KiB; refuse bodies well past it before parsing (413).

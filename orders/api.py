@@ -15,6 +15,7 @@ from pydantic import ConfigDict, field_validator
 from inventory.services import UnknownSku
 from orders.selectors import order_get
 from orders.services import IdempotencyConflict, LineRequest, checkout
+from orders.throttling import CheckoutThrottle
 from sagas.selectors import saga_summary
 
 router = Router(tags=["orders"])
@@ -124,6 +125,7 @@ IDEMPOTENCY_KEY = r"^[!-~]{1,200}$"
         **_UNAVAILABLE,
     },
     url_name="order-create",
+    throttle=[CheckoutThrottle()],
 )
 def create_order(
     request: HttpRequest,
