@@ -11,15 +11,26 @@ PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || echo sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300
 
-.PHONY: venv browsers test-tools test demo bench lint clean
+.PHONY: venv lock browsers test-tools test demo bench lint clean
 
 venv: .venv/.installed
 
-# Re-install whenever pyproject.toml changes.
-.venv/.installed: pyproject.toml
+# Install exactly the locked versions, hashes checked (the same lock CI and the
+# Dockerfile use), then the project itself without touching its dependencies.
+.venv/.installed: requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv .venv
-	$(PIP) install -e '.[dev]'
+	$(PIP) install --require-hashes -r requirements-dev.txt
+	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
+
+# Re-resolve the lock files from pyproject.toml (after changing a dependency).
+LOCK_FLAGS := --generate-hashes --strip-extras --allow-unsafe \
+	--no-emit-index-url --no-emit-find-links --quiet
+lock:
+	test -x $(PY) || $(PYTHON) -m venv .venv
+	test -x .venv/bin/pip-compile || $(PIP) install pip-tools==7.6.2
+	.venv/bin/pip-compile $(LOCK_FLAGS) -o requirements.txt pyproject.toml
+	.venv/bin/pip-compile $(LOCK_FLAGS) --extra dev -o requirements-dev.txt pyproject.toml
 
 browsers:
 	@if [ ! -x /usr/bin/chromium ]; then \
