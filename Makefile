@@ -1,6 +1,6 @@
 # Developer entry points. Everything runs from the virtualenv in .venv; the
-# test and bench targets get throwaway PostgreSQL and Redis servers from
-# scripts/services.py (installed with apt-get when missing).
+# test and bench targets get throwaway PostgreSQL and Redis (and, for tests,
+# RabbitMQ) servers from scripts/services.py (installed with apt-get when missing).
 
 PYTHON ?= python3
 PY := .venv/bin/python
@@ -43,8 +43,9 @@ test-tools: browsers
 		$(APT_GET) update && $(APT_GET) install -y faketime; \
 	fi
 
+# RabbitMQ joins PostgreSQL and Redis: the chaos suite runs on both brokers.
 test: venv test-tools
-	$(PY) scripts/services.py run -- .venv/bin/pytest $(PYTEST_ARGS)
+	$(PY) scripts/services.py run --rabbitmq -- .venv/bin/pytest $(PYTEST_ARGS)
 
 # The demo runs on loopback over plain HTTP, with DEBUG unless told otherwise.
 demo: venv

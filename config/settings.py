@@ -11,6 +11,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -196,6 +197,17 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         # The default 1 s poll moves about 2 messages/s.
         "polling_interval": 0.02,
     }
+elif CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # The broker confirms every message it has taken (written to a durable
+        # queue) before apply_async returns.
+        "confirm_publish": True,
+        # Bound publishing while the broker is down (celery#4296).
+        "max_retries": 3,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 1,
+    }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         # An unacked message comes back only after this; it must exceed the
@@ -222,6 +234,18 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_DEFAULT_QUEUE = "celery"
+# Durable, with priorities: on RabbitMQ x-max-priority makes the queue a
+# priority queue (the other transports ignore the argument and use their own).
+CELERY_TASK_QUEUES = [
+    Queue(
+        "celery",
+        Exchange("celery"),
+        routing_key="celery",
+        durable=True,
+        queue_arguments={"x-max-priority": 10},
+    )
+]
+CELERY_TASK_DEFAULT_DELIVERY_MODE = "persistent"
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 3,
     "interval_start": 0,

@@ -17,11 +17,24 @@ from sagas import conf
 
 log = structlog.get_logger("sagas.dispatch")
 
-# Redis serves priority 0 first: a saga already in flight moves ahead of sagas
-# not yet started, so a burst does not stretch every saga's latency to the
-# whole drain time.
+# A saga already in flight moves ahead of sagas not yet started, so a burst does
+# not stretch every saga's latency to the whole drain time. Redis serves
+# priority 0 first; AMQP (RabbitMQ, a queue with x-max-priority) the highest.
 PRIORITY_CONTINUATION = 0
 PRIORITY_START = 6
+AMQP_PRIORITY_CONTINUATION = 9
+AMQP_PRIORITY_START = 3
+_AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+
+
+def _priority(*, first: bool) -> int:
+    """Return the priority for a first step or a continuation on this broker."""
+    from sagas.tasks import step_execute_task
+
+    url = str(step_execute_task.app.conf.broker_url or "")
+    if url.split(":", 1)[0] in _AMQP_SCHEMES:
+        return AMQP_PRIORITY_START if first else AMQP_PRIORITY_CONTINUATION
+    return PRIORITY_START if first else PRIORITY_CONTINUATION
 
 
 def send_on_commit(
@@ -35,7 +48,7 @@ def send_on_commit(
             attempt_id,
             timeout=timeout,
             countdown=countdown,
-            priority=PRIORITY_START if first else PRIORITY_CONTINUATION,
+            priority=_priority(first=first),
         ),
         robust=True,
     )
@@ -58,7 +71,7 @@ def _send_many(items: list[tuple[UUID, int, float]]) -> None:
                 attempt_id,
                 timeout=timeout,
                 countdown=0,
-                priority=PRIORITY_CONTINUATION,
+                priority=_priority(first=False),
                 producer=producer,
             )
 
