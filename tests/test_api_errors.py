@@ -205,3 +205,29 @@ def test_database_down_is_a_json_503_with_retry_after(tmp_path: Path) -> None:
         assert retry_after is not None, path
         assert int(retry_after) > 0, path
         assert "unavailable" in json.loads(content)["detail"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("debug", [False, True])
+def test_unexpected_error_is_a_json_500_without_traceback(
+    debug: bool, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: a fault injected into the order lookup
+    settings.DEBUG = debug
+
+    def broken(**kwargs: Any) -> None:
+        raise RuntimeError("internal detail: /srv/app/secret.py line 3")
+
+    monkeypatch.setattr("orders.api.order_get", broken)
+
+    # when
+    response = Client(raise_request_exception=False).get(
+        "/api/orders/00000000-0000-0000-0000-000000000000/"
+    )
+
+    # then
+    assert response.status_code == 500
+    assert response["Content-Type"] == "application/json; charset=utf-8"
+    assert response.json()["detail"] == "internal error"
+    assert b"secret.py" not in response.content
+    assert b"Traceback" not in response.content
