@@ -8,6 +8,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# The locked dependencies first (hashes checked), so code changes reuse the layer.
+COPY requirements.txt ./
+RUN pip install --require-hashes -r requirements.txt
+
 # Copy only what the application needs (no .venv, var/ or test artifacts).
 COPY pyproject.toml README.md manage.py ./
 COPY config ./config
@@ -21,12 +25,13 @@ COPY shipping ./shipping
 ENV SAGAS_VAR_DIR=/tmp/sagas \
     DJANGO_STATIC_ROOT=/app/static
 
-RUN pip install . \
-    && DJANGO_SECRET_KEY=collectstatic python manage.py collectstatic --noinput \
+# The code runs from /app as it is (manage.py, gunicorn and celery import from
+# the working directory): nothing to install beyond the lock.
+RUN DJANGO_SECRET_KEY=collectstatic python manage.py collectstatic --noinput \
     && useradd --create-home --uid 10001 --user-group app
 
 USER app
 
 EXPOSE 8000
 
-CMD ["gunicorn", "config.wsgi:application", "-b", "0.0.0.0:8000"]
+CMD ["gunicorn", "-c", "config/gunicorn.py", "config.wsgi:application"]

@@ -1,6 +1,6 @@
 # Developer entry points. Everything runs from the virtualenv in .venv; the
-# test and bench targets get throwaway PostgreSQL and Redis servers from
-# scripts/services.py (installed with apt-get when missing).
+# test and bench targets get throwaway PostgreSQL and Redis (and, for tests,
+# RabbitMQ) servers from scripts/services.py (installed with apt-get when missing).
 
 PYTHON ?= python3
 PY := .venv/bin/python
@@ -11,15 +11,26 @@ PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || echo sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300
 
-.PHONY: venv browsers test-tools test test-embedded demo bench bench-broker lint clean
+.PHONY: venv lock browsers test-tools test test-embedded demo bench bench-broker lint clean
 
 venv: .venv/.installed
 
-# Re-install whenever pyproject.toml changes.
-.venv/.installed: pyproject.toml
+# Install exactly the locked versions, hashes checked (the same lock CI and the
+# Dockerfile use), then the project itself without touching its dependencies.
+.venv/.installed: requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv .venv
-	$(PIP) install -e '.[dev]'
+	$(PIP) install --require-hashes -r requirements-dev.txt
+	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
+
+# Re-resolve the lock files from pyproject.toml (after changing a dependency).
+LOCK_FLAGS := --generate-hashes --strip-extras --allow-unsafe \
+	--no-emit-index-url --no-emit-find-links --quiet
+lock:
+	test -x $(PY) || $(PYTHON) -m venv .venv
+	test -x .venv/bin/pip-compile || $(PIP) install pip-tools==7.6.2
+	.venv/bin/pip-compile $(LOCK_FLAGS) -o requirements.txt pyproject.toml
+	.venv/bin/pip-compile $(LOCK_FLAGS) --extra dev -o requirements-dev.txt pyproject.toml
 
 browsers:
 	@if [ ! -x /usr/bin/chromium ]; then \
@@ -32,21 +43,23 @@ test-tools: browsers
 		$(APT_GET) update && $(APT_GET) install -y faketime; \
 	fi
 
-# Two sessions: PostgreSQL + Redis, then the embedded default (SQLite files and
+# Two sessions: PostgreSQL + Redis (and RabbitMQ: the chaos suite runs on both
+# brokers), then the embedded default (SQLite files and
 # the filesystem broker, no services) for the suites that must hold on it too.
 EMBEDDED_TESTS := tests/test_embedded.py tests/test_testing_kit.py \
 	tests/test_sweeper_health.py tests/test_transport.py examples
 
 test: venv test-tools
-	$(PY) scripts/services.py run -- .venv/bin/pytest -m "not embedded" $(PYTEST_ARGS)
+	$(PY) scripts/services.py run --rabbitmq -- .venv/bin/pytest -m "not embedded" $(PYTEST_ARGS)
 	$(MAKE) test-embedded
 
 test-embedded: venv
 	env -u DATABASE_URL -u SANDBOX_DATABASE_URL -u CELERY_BROKER_URL \
 		.venv/bin/pytest $(EMBEDDED_TESTS) $(PYTEST_ARGS)
 
+# The demo runs on loopback over plain HTTP, with DEBUG unless told otherwise.
 demo: venv
-	$(PY) manage.py demo
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(PY) manage.py demo
 
 bench: venv
 	$(PY) scripts/services.py run -- $(PY) -m bench

@@ -66,6 +66,8 @@ def configure_environment() -> Path:
     )
     # Production runs without DEBUG (it keeps every query in memory).
     os.environ.setdefault("DJANGO_DEBUG", "false")
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-" + "b" * 50)
+    os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "false")
     return var_dir
 
 

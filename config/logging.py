@@ -9,8 +9,12 @@ import structlog
 
 def configure_logging(*, level: str, fmt: str) -> None:
     """Route stdlib and structlog records through one structlog formatter."""
+    from sagas.redaction import structlog_processor
+
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        # Secrets a saga definition declares never reach a log line.
+        structlog_processor,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

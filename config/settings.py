@@ -10,16 +10,43 @@ from __future__ import annotations
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
+from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 VAR_DIR = Path(env.str("SAGAS_VAR_DIR", default=str(BASE_DIR / "var")))
 
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-dev-key-change-me")
-DEBUG = env.bool("DJANGO_DEBUG", default=True)
+# Off unless asked for: DEBUG shows tracebacks and settings to anyone.
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is required unless DJANGO_DEBUG=true (generate "
+            "one: python -c 'import secrets; print(secrets.token_urlsafe(50))')"
+        )
+    SECRET_KEY = "django-insecure-development-only"
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- HTTPS (deploy/production.env sets every one of these) --------------------
+# Outside DEBUG the site is served over HTTPS: cookies never travel in clear.
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool(
+    "DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False
+)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+# Behind a proxy that terminates TLS: trust its X-Forwarded-Proto, and only its
+# (the proxy must overwrite the header a client sends).
+if env.bool("DJANGO_TRUST_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# The health check is probed over plain HTTP from inside the host.
+SECURE_REDIRECT_EXEMPT = [r"^healthz/$"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -29,6 +56,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "axes",
     "sagas",
     "inventory",
     "payments",
@@ -46,7 +74,42 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: locks out admin login brute force.
+    "axes.middleware.AxesMiddleware",
 ]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Proxies in front of the app that append to X-Forwarded-For (1 behind the
+# nginx of deploy/nginx.conf): without it every client looks like the proxy.
+NUM_PROXIES = env.int("DJANGO_NUM_PROXIES", default=0)
+NINJA_NUM_PROXIES = NUM_PROXIES
+
+# --- Admin login lockout (django-axes) --------------------------------------
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+# Hours an address stays locked out after too many failed logins.
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=1.0)
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+AXES_IPWARE_PROXY_COUNT = NUM_PROXIES or None
+AXES_IPWARE_META_PRECEDENCE_ORDER = (
+    ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"] if NUM_PROXIES else ["REMOTE_ADDR"]
+)
+
+# --- Cache (API throttling counters) ---------------------------------------
+# Redis in production, so every web process counts against the same limits.
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+# Orders one client (IP address) may place; beyond it, 429 with Retry-After.
+ORDERS_CHECKOUT_RATE = env.str("ORDERS_CHECKOUT_RATE", default="20/min")
+
+# The largest valid checkout (50 lines, every text field at its limit and
+# \u-escaped) is under 20 KiB; refuse bodies well past it before parsing (413).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int(
+    "DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", default=65536
+)
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -140,6 +203,17 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         # The default 1 s poll moves about 2 messages/s.
         "polling_interval": 0.02,
     }
+elif CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # The broker confirms every message it has taken (written to a durable
+        # queue) before apply_async returns.
+        "confirm_publish": True,
+        # Bound publishing while the broker is down (celery#4296).
+        "max_retries": 3,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 1,
+    }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         # An unacked message comes back only after this; it must exceed the
@@ -166,6 +240,18 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_DEFAULT_QUEUE = "celery"
+# Durable, with priorities: on RabbitMQ x-max-priority makes the queue a
+# priority queue (the other transports ignore the argument and use their own).
+CELERY_TASK_QUEUES = [
+    Queue(
+        "celery",
+        Exchange("celery"),
+        routing_key="celery",
+        durable=True,
+        queue_arguments={"x-max-priority": 10},
+    )
+]
+CELERY_TASK_DEFAULT_DELIVERY_MODE = "persistent"
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 3,
     "interval_start": 0,
@@ -220,6 +306,10 @@ ORDERS_FLOW = env.str("ORDERS_FLOW", default="orchestrated")
 SAGAS_PARTICIPANTS = env.dict("SAGAS_PARTICIPANTS", default={})
 # Modules outside installed apps' ``sagas.py`` that register definitions.
 SAGAS_DEFINITION_MODULES = env.list("SAGAS_DEFINITION_MODULES", default=[])
+
+# --- Orders -----------------------------------------------------------------
+# Seconds an Idempotency-Key answers with its first order; then it is free again.
+ORDERS_IDEMPOTENCY_TTL = env.int("ORDERS_IDEMPOTENCY_TTL", default=86400)
 
 # --- Sandbox providers ------------------------------------------------------
 # Milliseconds each sandbox gateway or carrier call takes, to rehearse real latency.

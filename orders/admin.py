@@ -45,7 +45,6 @@ class OrderAdmin(SagaRecordAdmin):
         "failure_reason",
         "customer_id",
         "total",
-        "payment_token",
         "shipping_address",
         "saga_link",
         "idempotency_key",

@@ -27,11 +27,13 @@ class Order(models.Model):
     failure_reason = models.TextField(blank=True)
     total_cents = models.PositiveIntegerField()
     currency = models.CharField(max_length=3, default="EUR")
-    payment_token = models.CharField(max_length=100)
     shipping_address = models.JSONField()
     saga_id = models.UUIDField(null=True, blank=True, unique=True)
-    idempotency_key = models.CharField(
-        max_length=200, null=True, blank=True, unique=True
+    # Unique per customer while it lasts (ORDERS_IDEMPOTENCY_TTL): another
+    # customer's key is none of this one's business.
+    # NULL, not "", for "no key": the unique constraint skips NULLs.
+    idempotency_key = models.CharField(  # noqa: DJ001
+        max_length=200, null=True, blank=True
     )
     # sha256 of the request body, to tell a retry from a different order under one key.
     request_fingerprint = models.CharField(max_length=64, blank=True)
@@ -45,6 +47,13 @@ class Order(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["status", "-created_at"], name="order_status_created")
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer_id", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="order_idempotency_per_customer",
+            )
         ]
 
     def __str__(self) -> str:

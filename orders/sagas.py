@@ -94,8 +94,10 @@ def cancel_shipment(ctx: StepContext) -> None:
     shipment_cancel(booking_key=ctx.action_key)
 
 
-def send_confirmation(ctx: StepContext) -> None:
-    order_send_confirmation(order_id=ctx.data["order_id"])
+def send_confirmation(ctx: StepContext) -> Mapping[str, Any]:
+    # Recorded in the attempt's result and the context: an undeliverable
+    # address ends the step, the saga still completes.
+    return {"confirmation": order_send_confirmation(order_id=ctx.data["order_id"])}
 
 
 # --- outcome hooks (run in the engine's transaction) ----------------------------
@@ -159,6 +161,7 @@ ORDER_SAGA = register(
         ),
         on_completed=_completed,
         on_compensated=_compensated,
+        sensitive=("payment_token",),
         on_failed=_failed,
         on_resolved=_resolved,
     )
@@ -188,7 +191,9 @@ ORDER_SAGA_REMOTE = register(
 )
 
 
-def order_saga_start(order: Order, items: list[tuple[str, int]]) -> UUID:
+def order_saga_start(
+    order: Order, items: list[tuple[str, int]], *, payment_token: str
+) -> UUID:
     """Start the saga for a new order; call inside the transaction creating it."""
     remote = getattr(settings, "ORDERS_FLOW", "orchestrated") == "remote"
     saga = saga_start(
@@ -198,7 +203,7 @@ def order_saga_start(order: Order, items: list[tuple[str, int]]) -> UUID:
             "order_id": str(order.pk),
             "items": [[sku, qty] for sku, qty in items],
             "amount_cents": order.total_cents,
-            "payment_token": order.payment_token,
+            "payment_token": payment_token,
             "shipping_address": order.shipping_address,
         },
     )

@@ -7,12 +7,17 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from functools import partial
+from smtplib import SMTPRecipientsRefused
 from typing import Any
 from uuid import UUID
 
+import structlog
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -20,6 +25,8 @@ from django.utils import timezone
 from inventory.selectors import products_by_sku
 from inventory.services import UnknownSku
 from orders.models import Order, OrderLine, OrderStatus
+
+log = structlog.get_logger("orders")
 
 
 class IdempotencyConflict(Exception):
@@ -37,6 +44,11 @@ def _fingerprint(payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def idempotency_ttl() -> timedelta:
+    """Return how long an Idempotency-Key keeps answering with its first order."""
+    return timedelta(seconds=getattr(settings, "ORDERS_IDEMPOTENCY_TTL", 86400))
+
+
 def checkout(
     *,
     customer_id: str,
@@ -47,8 +59,10 @@ def checkout(
 ) -> tuple[Order, bool]:
     """Create an order and start its saga in one transaction.
 
-    Return ``(order, created)``; a repeated request under the same idempotency
-    key returns the first order with ``created=False``.
+    Return ``(order, created)``; a repeated request from the same customer under
+    the same idempotency key, within ``ORDERS_IDEMPOTENCY_TTL``, returns the
+    first order with ``created=False``. Keys are scoped per customer: another
+    customer's key neither conflicts nor reveals anything.
     """
     fingerprint = _fingerprint(
         {
@@ -59,7 +73,7 @@ def checkout(
         }
     )
     if idempotency_key:
-        existing = _replay(idempotency_key, fingerprint)
+        existing = _replay(customer_id, idempotency_key, fingerprint)
         if existing is not None:
             return existing, False
     try:
@@ -75,16 +89,29 @@ def checkout(
     except IntegrityError:
         # A concurrent request with the same key won the race.
         if idempotency_key:
-            existing = _replay(idempotency_key, fingerprint)
+            existing = _replay(customer_id, idempotency_key, fingerprint)
             if existing is not None:
                 return existing, False
         raise
     return order, True
 
 
-def _replay(idempotency_key: str, fingerprint: str) -> Order | None:
-    existing = Order.objects.filter(idempotency_key=idempotency_key).first()
-    if existing is not None and existing.request_fingerprint != fingerprint:
+def _replay(customer_id: str, idempotency_key: str, fingerprint: str) -> Order | None:
+    """Return the order this key already made, or None if the key is free.
+
+    An expired key is released (cleared on its order) so it can be used again.
+    """
+    existing = Order.objects.filter(
+        customer_id=customer_id, idempotency_key=idempotency_key
+    ).first()
+    if existing is None:
+        return None
+    if existing.created_at < timezone.now() - idempotency_ttl():
+        Order.objects.filter(pk=existing.pk, idempotency_key=idempotency_key).update(
+            idempotency_key=None
+        )
+        return None
+    if existing.request_fingerprint != fingerprint:
         raise IdempotencyConflict(
             "this Idempotency-Key was already used with a different request body"
         )
@@ -110,7 +137,6 @@ def _create(
     order = Order.objects.create(
         customer_id=customer_id,
         total_cents=total,
-        payment_token=payment_token,
         shipping_address=shipping_address,
         idempotency_key=idempotency_key or None,
         request_fingerprint=fingerprint,
@@ -124,8 +150,11 @@ def _create(
         )
         for line in lines
     )
+    # The token goes to the saga only, which scrubs it once the saga ends.
     order.saga_id = order_saga_start(
-        order, [(line.sku, line.quantity) for line in lines]
+        order,
+        [(line.sku, line.quantity) for line in lines],
+        payment_token=payment_token,
     )
     order.save(update_fields=["saga_id"])
     return order
@@ -157,20 +186,42 @@ def order_hold(*, order_id: UUID | str, reason: str) -> None:
     )
 
 
-def order_send_confirmation(*, order_id: UUID | str) -> bool:
+class ConfirmationOutcome(StrEnum):
+    # Queued: the email leaves once the confirmation step commits.
+    SENT = "sent"
+    # It had been queued before (a repeated step).
+    ALREADY_SENT = "already_sent"
+    # The customer's address cannot receive mail: nothing to retry.
+    UNDELIVERABLE = "undeliverable"
+
+
+def confirmation_address(customer_id: str) -> str:
+    """Return the address the confirmation of ``customer_id``'s orders goes to."""
+    return f"{customer_id}@customers.example.com"
+
+
+def order_send_confirmation(*, order_id: UUID | str) -> ConfirmationOutcome:
     """Queue the order confirmation; it is emailed once the caller commits.
 
     Emailing inside the step's transaction would send it again whenever that
-    transaction rolls back after the send and the step is retried. Return
-    False if it was already queued.
+    transaction rolls back after the send and the step is retried. An address
+    that cannot receive mail is an outcome, not an error: retrying cannot fix
+    it, and the order is paid and shipped all the same.
     """
+    order = Order.objects.only("customer_id").get(pk=order_id)
+    try:
+        validate_email(confirmation_address(order.customer_id))
+    except ValidationError:
+        return ConfirmationOutcome.UNDELIVERABLE
     queued = Order.objects.filter(
         pk=order_id, confirmation_queued_at__isnull=True
     ).update(confirmation_queued_at=Now())
+    if not queued:
+        return ConfirmationOutcome.ALREADY_SENT
     transaction.on_commit(
         partial(order_deliver_confirmation, order_id=order_id), robust=True
     )
-    return bool(queued)
+    return ConfirmationOutcome.SENT
 
 
 @transaction.atomic
@@ -180,15 +231,24 @@ def order_deliver_confirmation(*, order_id: UUID | str) -> bool:
     if order.confirmation_queued_at is None or order.confirmation_sent_at is not None:
         return False
     lines = "\n".join(f"  {line.quantity} x {line.sku}" for line in order.lines.all())
-    send_mail(
-        subject=f"Order {order.id} confirmed",
-        message=(
-            f"Thank you for your order.\n\n{lines}\n\n"
-            f"Total: {order.total_cents / 100:.2f} {order.currency}\n"
-        ),
-        from_email=settings.DEFAULT_FROM_EMAIL,
-        recipient_list=[f"{order.customer_id}@customers.example.com"],
-    )
+    try:
+        send_mail(
+            subject=f"Order {order.id} confirmed",
+            message=(
+                f"Thank you for your order.\n\n{lines}\n\n"
+                f"Total: {order.total_cents / 100:.2f} {order.currency}\n"
+            ),
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            recipient_list=[confirmation_address(order.customer_id)],
+        )
+    except SMTPRecipientsRefused:
+        # The mail server refused the recipient for good: stop trying. Other
+        # SMTP errors (connection lost, server busy) propagate, and
+        # ``confirmations_deliver`` tries again later.
+        log.warning("order.confirmation_undeliverable", order_id=str(order.pk))
+        order.confirmation_queued_at = None
+        order.save(update_fields=["confirmation_queued_at"])
+        return False
     order.confirmation_sent_at = Now()  # type: ignore[assignment]
     order.save(update_fields=["confirmation_sent_at"])
     return True

@@ -1,4 +1,9 @@
-"""A django-ninja router for staff: ``GET /sagas/<id>/`` with steps and timeline."""
+"""A django-ninja router for staff: a saga with its steps, attempts and timeline.
+
+Every read needs an active staff user holding ``sagas.view_saga``, the same
+permission the admin asks for; sensitive context keys are redacted.
+Attempts and events are paged (``limit``/``offset``).
+"""
 
 from __future__ import annotations
 
@@ -6,24 +11,42 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from django.db.models import QuerySet
 from django.http import HttpRequest
-from ninja import Router, Schema
+from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
 from ninja.security import SessionAuth
 
-from sagas.selectors import saga_detail
+from sagas.models import Saga
+from sagas.selectors import (
+    attempt_row,
+    event_row,
+    saga_attempts,
+    saga_detail,
+    saga_timeline,
+)
+
+VIEW_PERMISSION = "sagas.view_saga"
+# Rows per page when the client does not say; the most it may ask for.
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
 
 
-class StaffSessionAuth(SessionAuth):
-    """Django session auth that admits staff users only."""
+class SagaViewerAuth(SessionAuth):
+    """Django session auth admitting active staff users who may view sagas."""
 
     def authenticate(self, request: HttpRequest, key: str | None) -> Any:
         user = super().authenticate(request, key)
         if user is None:
             return None
-        if not user.is_staff:
-            raise HttpError(403, "staff only")
+        if not (user.is_active and user.is_staff and user.has_perm(VIEW_PERMISSION)):
+            raise HttpError(403, f"requires the {VIEW_PERMISSION} permission")
         return user
+
+
+class ErrorOut(Schema):
+    detail: str
+    errors: list[dict[str, Any]] = []
 
 
 class StepOut(Schema):
@@ -75,17 +98,76 @@ class SagaOut(Schema):
     updated_at: datetime | None
     finished_at: datetime | None
     steps: list[StepOut]
+    attempts_count: int = Field(description="All attempts; `attempts` is page one.")
     attempts: list[AttemptOut]
+    timeline_count: int = Field(description="All events; `timeline` is page one.")
     timeline: list[EventOut]
 
 
-router = Router(tags=["sagas"], auth=StaffSessionAuth())
+class PageIn(Schema):
+    limit: int = Field(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    offset: int = Field(0, ge=0, le=2**31 - 1)
 
 
-@router.get("/{uuid:saga_id}/", response=SagaOut, url_name="saga-detail")
+class AttemptPage(Schema):
+    count: int
+    items: list[AttemptOut]
+
+
+class EventPage(Schema):
+    count: int
+    items: list[EventOut]
+
+
+_ERRORS: dict[int, Any] = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 503: ErrorOut}
+
+router = Router(tags=["sagas"], auth=SagaViewerAuth())
+
+
+def _require_saga(saga_id: UUID) -> None:
+    if not Saga.objects.filter(pk=saga_id).exists():
+        raise HttpError(404, "saga not found")
+
+
+def _page(queryset: QuerySet[Any], page: PageIn, row: Any) -> dict[str, Any]:
+    return {
+        "count": queryset.count(),
+        "items": [row(obj) for obj in queryset[page.offset : page.offset + page.limit]],
+    }
+
+
+@router.get(
+    "/{uuid:saga_id}/", response={200: SagaOut, **_ERRORS}, url_name="saga-detail"
+)
 def get_saga(request: HttpRequest, saga_id: UUID) -> dict[str, object]:
-    """Return a saga with its steps, attempts and timeline (staff only)."""
-    detail = saga_detail(saga_id)
+    """Return a saga with its steps and first page of attempts and timeline."""
+    detail = saga_detail(saga_id, page_size=PAGE_SIZE)
     if detail is None:
         raise HttpError(404, "saga not found")
     return detail
+
+
+@router.get(
+    "/{uuid:saga_id}/attempts/",
+    response={200: AttemptPage, 400: ErrorOut, **_ERRORS},
+    url_name="saga-attempts",
+)
+def list_attempts(
+    request: HttpRequest, saga_id: UUID, page: Query[PageIn]
+) -> dict[str, Any]:
+    """Return a page of the saga's step attempts, oldest first."""
+    _require_saga(saga_id)
+    return _page(saga_attempts(saga_id), page, attempt_row)
+
+
+@router.get(
+    "/{uuid:saga_id}/timeline/",
+    response={200: EventPage, 400: ErrorOut, **_ERRORS},
+    url_name="saga-timeline",
+)
+def list_events(
+    request: HttpRequest, saga_id: UUID, page: Query[PageIn]
+) -> dict[str, Any]:
+    """Return a page of the saga's timeline events, oldest first."""
+    _require_saga(saga_id)
+    return _page(saga_timeline(saga_id), page, event_row)

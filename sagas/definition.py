@@ -224,6 +224,8 @@ class SagaDefinition:
     on_resolved: OutcomeHook | None = None
     # Kept for sagas still running it; new sagas start on a newer version.
     retired: bool = False
+    # Context keys holding secrets: redacted for readers, scrubbed once finished.
+    sensitive: tuple[str, ...] = ()
 
     def step(self, index: int) -> Step:
         """Return the step at ``index``."""

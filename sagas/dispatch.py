@@ -23,11 +23,22 @@ STEP_TASK = "sagas.step_execute"
 # The task participants answer a remote step with.
 REPLY_TASK = "sagas.step_reply"
 
-# Redis serves priority 0 first: a saga already in flight moves ahead of sagas
-# not yet started, so a burst does not stretch every saga's latency to the
-# whole drain time.
+# A saga already in flight moves ahead of sagas not yet started, so a burst does
+# not stretch every saga's latency to the whole drain time. Redis serves
+# priority 0 first; AMQP (RabbitMQ, a queue with x-max-priority) the highest.
 PRIORITY_CONTINUATION = 0
 PRIORITY_START = 6
+AMQP_PRIORITY_CONTINUATION = 9
+AMQP_PRIORITY_START = 3
+_AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+
+
+def _priority(*, first: bool) -> int:
+    """Return the priority for a first step or a continuation on this broker."""
+    url = str(current_app.conf.broker_url or "")
+    if url.split(":", 1)[0] in _AMQP_SCHEMES:
+        return AMQP_PRIORITY_START if first else AMQP_PRIORITY_CONTINUATION
+    return PRIORITY_START if first else PRIORITY_CONTINUATION
 
 
 class Send(NamedTuple):
@@ -64,7 +75,7 @@ def send_many(sends: list[Send]) -> None:
 
 def _send(send: Send, producer: Any = None) -> None:
     options: dict[str, Any] = {
-        "priority": PRIORITY_START if send.first else PRIORITY_CONTINUATION,
+        "priority": _priority(first=send.first),
         "time_limit": send.budget + conf.get("SAGAS_HARD_LIMIT_GRACE"),
     }
     if send.countdown:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run a command against throwaway PostgreSQL and Redis servers.
+"""Run a command against throwaway PostgreSQL and Redis (and RabbitMQ) servers.
 
 The servers listen on free ports on 127.0.0.1 and keep all their files in a
 temporary directory, which is removed afterwards. Only the processes started
@@ -9,6 +9,7 @@ the command restarted Redis itself and that process is a ``redis-server``).
 Usage::
 
     python scripts/services.py run -- pytest -x
+    python scripts/services.py run --rabbitmq -- pytest tests/test_chaos.py
     python scripts/services.py start --env-file var/services.env
 
 ``run`` exits with the exit status of the command. ``start`` writes
@@ -17,7 +18,9 @@ and stays in the foreground until SIGTERM or SIGINT.
 
 Exported variables: ``DATABASE_URL``, ``CELERY_BROKER_URL``,
 ``SAGAS_TEST_REDIS_CONF``, ``SAGAS_TEST_REDIS_PIDFILE`` and
-``SAGAS_TEST_SERVICES=1``.
+``SAGAS_TEST_SERVICES=1``; with ``--rabbitmq`` also ``SAGAS_TEST_RABBITMQ_URL``,
+``SAGAS_TEST_RABBITMQ_START`` (how to start the node again) and
+``SAGAS_TEST_RABBITMQ_PIDFILE``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import glob
+import json
 import os
 import pwd
 import re
@@ -668,18 +672,201 @@ class Redis:
 
 
 # --------------------------------------------------------------------------
+# RabbitMQ
+# --------------------------------------------------------------------------
+
+RABBITMQ_SCRIPT = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+
+
+def ensure_rabbitmq() -> Path:
+    """Return the rabbitmq-server start script, installing the package if needed."""
+    if not RABBITMQ_SCRIPT.exists():
+        apt_install("rabbitmq-server")
+    if not RABBITMQ_SCRIPT.exists():
+        raise ServiceError("rabbitmq-server not found after installing it")
+    return RABBITMQ_SCRIPT
+
+
+def amqp_ready(port: int) -> bool:
+    """Return whether an AMQP 0-9-1 server answers the protocol header on ``port``."""
+    try:
+        with socket.create_connection((HOST, port), timeout=1.0) as sock:
+            sock.sendall(b"AMQP\x00\x00\x09\x01")
+            # Connection.Start: a method frame (type 1) on channel 0.
+            return sock.recv(7)[:3] == b"\x01\x00\x00"
+    except OSError:
+        return False
+
+
+class RabbitMQ:
+    """A throwaway RabbitMQ node on loopback, private to this run.
+
+    Its own node name, AMQP and distribution ports, Erlang port mapper (epmd,
+    started here on a free port), cookie, database and log folders: it shares
+    nothing with another node on the machine. Tests restart it with the
+    command line and environment written to ``start.json``.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.script = ensure_rabbitmq()
+        self.dir = root / "rabbitmq"
+        self.pidfile = self.dir / "rabbitmq.pid"
+        self.logfile = self.dir / "rabbitmq.stdout.log"
+        self.start_file = self.dir / "start.json"
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.epmd: subprocess.Popen[bytes] | None = None
+        self.version = ""
+
+    @property
+    def url(self) -> str:
+        """Return the CELERY_BROKER_URL (the default vhost; guest is loopback-only)."""
+        return f"amqp://guest:guest@{HOST}:{self.port}//"
+
+    def start(self) -> None:
+        """Start epmd and the node; wait until the node speaks AMQP."""
+        self.dir.mkdir()
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        (self.dir / "rabbitmq.conf").write_text(
+            "\n".join(
+                [
+                    f"listeners.tcp.1 = {HOST}:{{port}}",
+                    "loopback_users.guest = true",
+                    # A test machine's disk may be nearly full; never block publishers.
+                    "disk_free_limit.absolute = 1MB",
+                    "vm_memory_high_watermark.relative = 0.8",
+                ]
+            )
+            + "\n"
+        )
+        epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                self._start_node(epmd)
+                return
+            except PortInUseError:
+                self.stop()
+                if attempt == PORT_ATTEMPTS:
+                    raise
+                log("rabbitmq: port taken, retrying with other ones")
+
+    def _start_node(self, epmd: str) -> None:
+        self.port = free_port()
+        epmd_port = free_port()
+        dist_port = free_port()
+        conf = self.dir / "rabbitmq.conf"
+        conf.write_text(
+            re.sub(r"listeners\.tcp\.1 = .*", f"listeners.tcp.1 = {HOST}:{self.port}",
+                   conf.read_text())
+        )  # fmt: skip
+        env = {
+            **os.environ,
+            "HOME": str(self.dir),  # the Erlang cookie lives here
+            "LC_ALL": "C.UTF-8",
+            "ERL_EPMD_PORT": str(epmd_port),
+            "ERL_EPMD_ADDRESS": HOST,
+            "RABBITMQ_NODENAME": f"sagas-{os.getpid()}-{self.port}@localhost",
+            "RABBITMQ_NODE_IP_ADDRESS": HOST,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(dist_port),
+            "RABBITMQ_CONFIG_FILE": str(conf.with_suffix("")),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_PID_FILE": str(self.pidfile),
+            "RABBITMQ_LOGS": "-",
+        }
+        self.epmd = subprocess.Popen(
+            [epmd, "-port", str(epmd_port), "-address", HOST],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),
+        )
+        SERVICE_PROCS.append(self.epmd)
+        argv = [str(self.script)]
+        self.start_file.write_text(json.dumps({"argv": argv, "env": env}))
+        with self.logfile.open("ab") as logf:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=self.dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGTERM),
+            )
+        SERVICE_PROCS.append(self.proc)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not amqp_ready(self.port):
+            code = self.proc.poll()
+            if code is not None:
+                self.proc = None
+                message = tail(self.logfile)
+                if "eaddrinuse" in message or "already in use" in message:
+                    raise PortInUseError(message)
+                raise ServiceError(f"rabbitmq exited with {code}:\n{message}")
+            if time.monotonic() > deadline:
+                raise ServiceError(
+                    f"rabbitmq did not start in time:\n{tail(self.logfile)}"
+                )
+            sleep_checked(0.2)
+        match = re.search(r"RabbitMQ (\d+\.\d+\.\d+)", self.logfile.read_text())
+        self.version = match.group(1) if match else "?"
+
+    def _node_pids(self) -> list[int]:
+        """Return our node's process ids: the child, and one a test restarted."""
+        pids: list[int] = []
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(self.pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if str(self.dir).encode() in cmdline:
+                pids.append(pid)
+        if self.proc is not None and self.proc.poll() is None:
+            pids.append(self.proc.pid)
+        return list(dict.fromkeys(pids))
+
+    def stop(self) -> None:
+        """Stop the node (also one restarted by a test), then our epmd."""
+        for pid in self._node_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while pid_alive(pid):
+                reap_services()
+                if time.monotonic() > deadline:
+                    log(f"rabbitmq (pid {pid}) did not stop after SIGTERM; killing it")
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                    break
+                time.sleep(0.05)
+        self.proc = None
+        epmd, self.epmd = self.epmd, None
+        if epmd is not None and epmd.poll() is None:
+            epmd.terminate()
+            try:
+                epmd.wait(5.0)
+            except subprocess.TimeoutExpired:
+                epmd.kill()
+
+
+# --------------------------------------------------------------------------
 # Orchestration
 # --------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def services() -> Iterator[dict[str, str]]:
-    """Start PostgreSQL and Redis; yield the variables to export; stop them."""
+def services(*, rabbitmq: bool = False) -> Iterator[dict[str, str]]:
+    """Start PostgreSQL, Redis (and RabbitMQ); yield the variables to export."""
     root = Path(tempfile.mkdtemp(prefix="sagas-services-"))
     # Traversable by the postgres OS user, which owns only the pg/ subdirectory.
     root.chmod(0o711)
     postgres: Postgres | None = None
     redis: Redis | None = None
+    rabbit: RabbitMQ | None = None
     try:
         postgres = Postgres(root)
         postgres.start()
@@ -689,17 +876,28 @@ def services() -> Iterator[dict[str, str]]:
         redis.start()
         log(f"redis {redis.version} on {HOST}:{redis.port}")
         SIGNALS.check()
-        yield {
+        exports = {
             "DATABASE_URL": postgres.url,
             "CELERY_BROKER_URL": redis.url,
             "SAGAS_TEST_REDIS_CONF": str(redis.conf),
             "SAGAS_TEST_REDIS_PIDFILE": str(redis.pidfile),
             "SAGAS_TEST_SERVICES": "1",
         }
+        if rabbitmq:
+            rabbit = RabbitMQ(root)
+            rabbit.start()
+            log(f"rabbitmq {rabbit.version} on {HOST}:{rabbit.port}")
+            SIGNALS.check()
+            exports.update(
+                SAGAS_TEST_RABBITMQ_URL=rabbit.url,
+                SAGAS_TEST_RABBITMQ_START=str(rabbit.start_file),
+                SAGAS_TEST_RABBITMQ_PIDFILE=str(rabbit.pidfile),
+            )
+        yield exports
     finally:
         # Late signals must not interrupt the cleanup itself.
         SIGNALS.on_signal = None
-        for service in (redis, postgres):
+        for service in (rabbit, redis, postgres):
             if service is not None:
                 try:
                     service.stop()
@@ -748,9 +946,9 @@ def wait_for_child(child: subprocess.Popen[bytes]) -> int:
     return 128 - code if code < 0 else code
 
 
-def cmd_run(command: list[str]) -> int:
+def cmd_run(command: list[str], *, rabbitmq: bool = False) -> int:
     """Start the services, run ``command`` with their URLs, return its status."""
-    with services() as exports:
+    with services(rabbitmq=rabbitmq) as exports:
         env = {**os.environ, **exports}
         try:
             child = subprocess.Popen(
@@ -762,10 +960,10 @@ def cmd_run(command: list[str]) -> int:
         return wait_for_child(child)
 
 
-def cmd_start(env_file: Path) -> int:
+def cmd_start(env_file: Path, *, rabbitmq: bool = False) -> int:
     """Start the services, write the env file and wait for SIGTERM or SIGINT."""
     env_file = env_file.absolute()
-    with services() as exports:
+    with services(rabbitmq=rabbitmq) as exports:
         env_file.parent.mkdir(parents=True, exist_ok=True)
         partial = env_file.with_name(env_file.name + ".tmp")
         partial.write_text(
@@ -787,9 +985,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="run a command with the services up")
+    run.add_argument("--rabbitmq", action="store_true", help="start RabbitMQ too")
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
     start = sub.add_parser("start", help="start the services and wait for SIGTERM")
     start.add_argument("--env-file", type=Path, required=True)
+    start.add_argument("--rabbitmq", action="store_true", help="start RabbitMQ too")
     args = parser.parse_args(argv)
     if args.action == "run":
         if args.command[:1] == ["--"]:
@@ -805,8 +1005,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     SIGNALS.install()
     try:
         if args.action == "run":
-            return cmd_run(args.command)
-        return cmd_start(args.env_file)
+            return cmd_run(args.command, rabbitmq=args.rabbitmq)
+        return cmd_start(args.env_file, rabbitmq=args.rabbitmq)
     except Interrupted as exc:
         log(f"interrupted by {exc}")
         return 128 + exc.signum

@@ -10,6 +10,7 @@ import redis
 from django.core.management import call_command
 from django.db import connections
 
+from tests.brokers import broker_url, publishing_to
 from tests.processes import Beat, Worker
 
 
@@ -81,6 +82,27 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory, artifacts_dir: Path) -> Pa
     return path
 
 
+@pytest.fixture
+def broker(
+    request: pytest.FixtureRequest, process_env: dict[str, str]
+) -> Iterator[str]:
+    """Name the broker of a test ("redis" unless parametrized indirectly).
+
+    Workers and beat started for the test use it, and so does this process.
+    """
+    name = getattr(request, "param", "redis")
+    if name == "redis":
+        yield name
+        return
+    with publishing_to(broker_url(name)):
+        yield name
+
+
+@pytest.fixture
+def broker_env(broker: str) -> dict[str, str]:
+    return {"CELERY_BROKER_URL": broker_url(broker)}
+
+
 @pytest.fixture(scope="module")
 def worker(process_env: dict[str, str], log_dir: Path) -> Iterator[Worker]:
     """A real Celery worker (prefork, 2 processes) shared by a test module."""
@@ -90,7 +112,9 @@ def worker(process_env: dict[str, str], log_dir: Path) -> Iterator[Worker]:
 
 
 @pytest.fixture
-def start_worker(process_env: dict[str, str], log_dir: Path) -> Iterator[Any]:
+def start_worker(
+    process_env: dict[str, str], log_dir: Path, broker_env: dict[str, str]
+) -> Iterator[Any]:
     """Start extra workers (own env overrides) for one test; stop them after."""
     started: list[Worker] = []
 
@@ -99,7 +123,7 @@ def start_worker(process_env: dict[str, str], log_dir: Path) -> Iterator[Any]:
     ) -> Worker:
         process = Worker(
             name,
-            {**process_env, **env},
+            {**process_env, **broker_env, **env},
             log_dir,
             concurrency=concurrency,
             wrapper=wrapper,
@@ -113,7 +137,9 @@ def start_worker(process_env: dict[str, str], log_dir: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def start_beat(process_env: dict[str, str], log_dir: Path) -> Iterator[Any]:
+def start_beat(
+    process_env: dict[str, str], log_dir: Path, broker_env: dict[str, str]
+) -> Iterator[Any]:
     """Start celery-beat processes for one test (by default, schedule installed)."""
     started: list[Beat] = []
 
@@ -124,7 +150,7 @@ def start_beat(process_env: dict[str, str], log_dir: Path) -> Iterator[Any]:
         # SAGAS_SWEEP_INTERVAL, taken from ``env`` like any setting).
         if install:
             call_command("install_sweepers", every=every, verbosity=0)
-        process = Beat(name, {**process_env, **env}, log_dir)
+        process = Beat(name, {**process_env, **broker_env, **env}, log_dir)
         started.append(process.start())
         return process
 

@@ -1,5 +1,7 @@
-"""Crash recovery with real processes: kill -9, lost and flushed messages,
-Redis restarts, timeouts, failing compensations, poison messages, two beats.
+"""Crash recovery with real processes: kill -9, lost messages, broker restarts,
+timeouts, failing compensations, poison messages, two beats.
+
+The broker faults run on Redis and on RabbitMQ (``broker`` parameter).
 
 Figures for each run are written to ``test-artifacts/chaos.json``.
 """
@@ -9,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -30,6 +30,8 @@ from sagas.engine import saga_start
 from sagas.models import Saga, SagaEvent, StepAttempt
 from sagas.states import AttemptKind, AttemptStatus, SagaStatus
 from sagas.testing import compensations_run, wait_for_sagas
+from tests import brokers
+from tests.brokers import BROKERS
 from tests.helpers import assert_ledgers_balance, place_order
 from tests.sagatest.models import Effect
 
@@ -111,7 +113,9 @@ def _assert_orders_match_sagas(placed: list[dict[str, Any]]) -> None:
         assert order.status == expected[sagas[str(order.saga_id)]], order.pk
 
 
+@pytest.mark.parametrize("broker", BROKERS, indirect=True)
 def test_kill9_of_the_worker_during_steps_loses_and_duplicates_nothing(
+    broker: str,
     start_worker: Any,
     start_beat: Any,
     catalogue: None,
@@ -168,7 +172,7 @@ def test_kill9_of_the_worker_during_steps_loses_and_duplicates_nothing(
     resent = SagaEvent.objects.filter(detail__startswith="re-sent").count()
     _record(
         artifacts_dir,
-        "kill9_worker",
+        f"kill9_worker_{broker}",
         {
             "sagas": len(sagas),
             "faults_injected": kills,
@@ -181,36 +185,10 @@ def test_kill9_of_the_worker_during_steps_loses_and_duplicates_nothing(
     )
 
 
-def _restart_redis() -> None:
-    pidfile = Path(os.environ["SAGAS_TEST_REDIS_PIDFILE"])
-    pid = int(pidfile.read_text().strip())
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    subprocess.Popen(
-        ["redis-server", os.environ["SAGAS_TEST_REDIS_CONF"]],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    client = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"])
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            if client.ping():
-                return
-        except redis.ConnectionError:
-            time.sleep(0.1)
-    raise AssertionError("redis did not come back")
-
-
-@pytest.mark.parametrize("fault", ["restart", "flushall"])
-def test_redis_restarted_or_flushed_mid_run_every_saga_still_ends(
+@pytest.mark.parametrize("fault", ["restart", "messages_lost"])
+@pytest.mark.parametrize("broker", BROKERS, indirect=True)
+def test_broker_restarted_or_messages_lost_mid_run_every_saga_still_ends(
+    broker: str,
     fault: str,
     start_worker: Any,
     start_beat: Any,
@@ -220,16 +198,16 @@ def test_redis_restarted_or_flushed_mid_run_every_saga_still_ends(
 ) -> None:
     # given
     start_beat(**CHAOS_ENV)
-    start_worker("redis-chaos", **CHAOS_ENV)
+    start_worker(f"{broker}-chaos", **CHAOS_ENV)
     began = time.monotonic()
     placed = _place_mix(client, 60)
     time.sleep(0.5)
 
     # when
     if fault == "restart":
-        _restart_redis()
+        brokers.restart(broker)
     else:
-        redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).flushall()
+        brokers.drop_messages(broker)
     sagas = wait_for_sagas([p["saga_id"] for p in placed], timeout=180)
 
     # then
@@ -238,7 +216,7 @@ def test_redis_restarted_or_flushed_mid_run_every_saga_still_ends(
     figures = _assert_no_duplicate_effects()
     _record(
         artifacts_dir,
-        f"redis_{fault}",
+        f"{broker}_{fault}",
         {
             "sagas": len(sagas),
             "faults_injected": 1,
@@ -370,7 +348,10 @@ def test_refund_that_always_fails_parks_the_saga_until_an_operator_retries(
     assert_ledgers_balance(initial_stock=100)
 
 
-def test_poison_message_is_parked_after_bounded_deliveries(start_worker: Any) -> None:
+@pytest.mark.parametrize("broker", BROKERS, indirect=True)
+def test_poison_message_is_parked_after_bounded_deliveries(
+    broker: str, start_worker: Any
+) -> None:
     # given: step_two kills its worker process every time it runs
     start_worker("poisoned", SAGAS_MAX_DELIVERIES="3", **CHAOS_ENV)
 
@@ -387,15 +368,16 @@ def test_poison_message_is_parked_after_bounded_deliveries(start_worker: Any) ->
     assert compensations_run(saga.pk) == ["step_two", "step_one"]
 
 
+@pytest.mark.parametrize("broker", BROKERS, indirect=True)
 def test_two_beats_recover_hundreds_of_stuck_sagas_once_each(
-    start_worker: Any, start_beat: Any, artifacts_dir: Path
+    broker: str, start_worker: Any, start_beat: Any, artifacts_dir: Path
 ) -> None:
     # given: 300 sagas whose first messages were lost, now due for the sweeper
     with transaction.atomic():
         sagas = [
             saga_start("test_four_steps", business_key=f"stuck:{n}") for n in range(300)
         ]
-    redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).flushall()
+    brokers.drop_messages(broker)
     Saga.objects.update(wake_at=Now())
     began = time.monotonic()
 
@@ -422,7 +404,7 @@ def test_two_beats_recover_hundreds_of_stuck_sagas_once_each(
     )
     _record(
         artifacts_dir,
-        "two_beats",
+        f"two_beats_{broker}",
         {
             "sagas": 300,
             "faults_injected": 300,

@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,7 +25,29 @@ pytestmark = [
 
 
 class Gunicorn(Process):
+    """gunicorn as shipped: the settings file config/gunicorn.py."""
+
     ready_marker = "Booting worker"
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+        super().__init__(
+            name,
+            [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py",
+             "config.wsgi:application"],
+            env,
+            log_dir,
+        )  # fmt: skip
+
+
+def _production_env(process_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    return {
+        **process_env,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DJANGO_DEBUG": "false",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        "DJANGO_SECRET_KEY": "test-" + "k" * 50,
+        "DJANGO_STATIC_ROOT": str(tmp_path / "static"),
+    }
 
 
 def _free_port() -> int:
@@ -53,27 +76,15 @@ def test_gunicorn_with_debug_off_serves_api_and_admin_assets(
     tmp_path: Path,
 ) -> None:
     # given: production settings, collected static files, gunicorn on a free port
-    env = {
-        **process_env,
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DJANGO_DEBUG": "false",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
-        "DJANGO_SECRET_KEY": "test-" + "k" * 50,
-        "DJANGO_STATIC_ROOT": str(tmp_path / "static"),
-    }
+    env = _production_env(process_env, tmp_path)
     subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
         env=env,
         check=True,
     )
     port = _free_port()
-    web = Gunicorn(
-        "gunicorn",
-        [sys.executable, "-m", "gunicorn", "config.wsgi:application",
-         "-b", f"127.0.0.1:{port}", "-w", "2"],
-        env,
-        log_dir,
-    ).start()  # fmt: skip
+    env["GUNICORN_BIND"] = f"127.0.0.1:{port}"
+    web = Gunicorn("gunicorn", env, log_dir).start()
     base = f"http://127.0.0.1:{port}"
     try:
         # when
@@ -94,3 +105,50 @@ def test_gunicorn_with_debug_off_serves_api_and_admin_assets(
     assert css_status == 200
     assert schema_status == 200
     assert json.loads(tracked)["status"] == "confirmed"
+
+
+def _stall(port: int) -> socket.socket:
+    """Open a checkout whose body never finishes arriving."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(
+        b"POST /api/orders/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        b'{"customer_id": "slow'
+    )
+    return sock
+
+
+def test_a_stalled_client_does_not_delay_other_requests(
+    process_env: dict[str, str], log_dir: Path, tmp_path: Path, transactional_db: Any
+) -> None:
+    # given: gunicorn as shipped, at its smallest (one worker process), and a
+    # client stalled in the middle of its request body
+    port = _free_port()
+    env = {
+        **_production_env(process_env, tmp_path),
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_WORKERS": "1",
+    }
+    web = Gunicorn("gunicorn-stalled", env, log_dir).start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _request(f"{base}/healthz/")  # warm up
+        stalled = _stall(port)
+        time.sleep(0.5)  # the stalled request now holds a thread
+
+        # when: other clients ask meanwhile
+        latencies = []
+        for _ in range(5):
+            started = time.monotonic()
+            status, _ = _request(
+                f"{base}/api/orders/00000000-0000-0000-0000-000000000000/"
+            )
+            latencies.append(time.monotonic() - started)
+            assert status == 404
+        stalled.close()
+    finally:
+        web.stop()
+
+    # then
+    print(f"latency beside a stalled client: max {max(latencies) * 1000:.0f} ms")
+    assert max(latencies) < 1.0, latencies

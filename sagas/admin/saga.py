@@ -45,6 +45,7 @@ from sagas.admin.operator import (
 from sagas.admin.related import related_rows
 from sagas.errors import DefinitionError, OperatorActionRefused
 from sagas.models import Saga
+from sagas.redaction import redacted_context
 from sagas.selectors import (
     status_counts,
     stuck_reason,
@@ -192,7 +193,8 @@ class SagaAdmin(admin.ModelAdmin):
 
     @admin.display(description="context")
     def context_json(self, obj: Saga) -> str:
-        text = json.dumps(obj.context, indent=2, sort_keys=True, cls=DjangoJSONEncoder)
+        context = redacted_context(obj.definition, obj.context)
+        text = json.dumps(context, indent=2, sort_keys=True, cls=DjangoJSONEncoder)
         return format_html('<pre class="saga-json">{}</pre>', text)
 
     # --- permissions ----------------------------------------------------------

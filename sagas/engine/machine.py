@@ -55,6 +55,7 @@ from sagas.definition import (
 from sagas.dispatch import REPLY_TASK, Send, send_command_on_commit, send_many_on_commit
 from sagas.errors import OperatorActionRefused, SagaError, StepResultError
 from sagas.models import Saga, SagaEvent, StepAttempt
+from sagas.redaction import scrubbed_context
 from sagas.signals import saga_transition
 from sagas.states import (
     ACTIVE_SAGA_STATUSES,
@@ -882,6 +883,8 @@ def _was_compensating(saga: Saga) -> bool:
 
 def _close(tx: Transition) -> None:
     tx.set(current_attempt=None, wake_at=None, finished_at=Now())
+    # A finished saga runs no step again: drop the secrets its steps needed.
+    tx.set(context=scrubbed_context(tx.saga.definition, tx.saga.context))
 
 
 # --- waiting for the outside world ----------------------------------------------

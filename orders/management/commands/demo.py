@@ -109,8 +109,9 @@ class Command(BaseCommand):
             for process in processes:
                 _stop(process)
         self.stdout.write(
-            "\nOperators: `python manage.py createsuperuser`, then "
-            "`python manage.py runserver` and open http://127.0.0.1:8000/admin/sagas/saga/"
+            "\nOperators: `DJANGO_DEBUG=true python manage.py createsuperuser`, then "
+            "`DJANGO_DEBUG=true python manage.py runserver` and open "
+            "http://127.0.0.1:8000/admin/sagas/saga/"
         )
         if failures:
             raise CommandError(f"{failures} scenario(s) ended unexpectedly")
