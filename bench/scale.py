@@ -25,7 +25,8 @@ from sagas.states import ACTIVE_SAGA_STATUSES
 FINISHED_SQL = """
 INSERT INTO sagas_saga (
     id, definition, version, business_key, status, context, current_step,
-    wake_at, failed_step, error, last_error, created_at, updated_at, finished_at
+    wake_at, failed_step, error, last_error, created_at, updated_at, finished_at,
+    trace_context
 )
 SELECT
     gen_random_uuid(),
@@ -51,7 +52,8 @@ SELECT
     now() - i * (interval '30 days' / %(finished)s) + interval '1 second',
     CASE WHEN i %% 200 = 0 THEN NULL
         ELSE now() - i * (interval '30 days' / %(finished)s) + interval '1 second'
-    END
+    END,
+    '{}'::jsonb
 FROM generate_series(%(finished)s, 1, -1) AS i
 """
 
@@ -77,7 +79,8 @@ ACTIVE_SQL = """
 WITH created AS (
     INSERT INTO sagas_saga (
         id, definition, version, business_key, status, context, current_step,
-        wake_at, failed_step, error, last_error, created_at, updated_at, finished_at
+        wake_at, failed_step, error, last_error, created_at, updated_at, finished_at,
+        trace_context
     )
     SELECT
         gen_random_uuid(), 'bench_noop', 1, 'scale:active:' || i,
@@ -93,7 +96,8 @@ WITH created AS (
         '', '', '',
         now() - (i %% 600) * interval '1 second',
         now() - (i %% 20) * interval '1 second',
-        NULL
+        NULL,
+        '{}'::jsonb
     FROM generate_series(1, %(active)s) AS i
     RETURNING id, business_key, current_step
 )

@@ -9,7 +9,10 @@ class SagasConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from sagas import checks, registry  # noqa: F401  (checks register on import)
+        from sagas import checks, metrics, registry, tracing  # noqa: F401
+
+        metrics.connect()
+        tracing.connect()
 
         # Import every installed app's ``sagas`` module so that definitions
         # register themselves, as django.contrib.admin does with ``admin``.

@@ -20,7 +20,7 @@ from django.db import models, transaction
 from django.db.models.expressions import CombinedExpression, ExpressionWrapper
 from django.db.models.functions import Now
 
-from sagas import conf, registry
+from sagas import conf, registry, signals, tracing
 from sagas.definition import (
     SagaDefinition,
 )
@@ -138,6 +138,12 @@ def _log_transitions(lines: list[dict[str, Any]]) -> None:
             log.error("saga.needs_operator", **line)
         else:
             log.info("saga.transition", **line)
+    for line in lines:  # sagas.signals, for metrics and traces
+        fields = {key: value for key, value in line.items() if key != "transition"}
+        old, _, new = line["transition"].partition(" -> ")
+        signals.saga_transition.send_robust(
+            Saga, version=None, old_status=old.strip("-"), new_status=new, **fields
+        )
 
 
 # --- starting -----------------------------------------------------------------
@@ -164,6 +170,7 @@ def saga_start(
             business_key=business_key,
             context=dict(context or {}),
             status=SagaStatus.PENDING,
+            trace_context=tracing.saga_context(definition.name),  # one trace per saga
         )
         saga.save(force_insert=True)
         tx = _Transaction(saga, actor)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from uuid import UUID
 
@@ -10,7 +11,7 @@ from django.db import transaction
 from django.db.models import F
 from django.db.models.functions import Now
 
-from sagas import conf, registry
+from sagas import conf, registry, signals
 from sagas.definition import (
     RetryPolicy,
     SagaDefinition,
@@ -66,24 +67,45 @@ def step_execute(
                 attempt=attempt.number,
                 data=dict(tx.saga.context),
             )
+            began = time.monotonic()  # step_ran's duration
             try:
                 # The action's own writes commit with the step's record, or not
                 # at all: no savepoint, a failure rolls the whole step back.
                 result = function(context)
             except Exception as exc:
-                raise _ActionFailed(exc, attempt.started_at) from exc
+                raise _ActionFailed(
+                    exc, attempt.started_at, time.monotonic() - began
+                ) from exc
+            duration = time.monotonic() - began
             _succeed(tx, definition, attempt, dict(result or {}))
             tx.commit()
     except _ActionFailed as failed:
         return _record_failure(saga_id, attempt_id, failed)
+    _send_step_ran(tx.saga, definition, attempt, "succeeded", duration)
     return "succeeded"
 
 
+def _send_step_ran(
+    saga: Saga, definition: SagaDefinition, attempt: StepAttempt, outcome: str,
+    duration: float,
+) -> None:  # fmt: skip
+    """Send ``sagas.signals.step_ran`` for metrics, after the outcome is committed."""
+    # A backoff sent as a broker countdown is not lag: count from when it was due.
+    due = attempt.not_before or attempt.dispatched_at
+    signals.step_ran.send_robust(
+        Saga, saga_id=str(saga.pk), definition=saga.definition, version=saga.version,
+        step=attempt.step, step_kind=definition.step(attempt.step_index).kind.value,
+        kind=attempt.kind, attempt=attempt.number, outcome=outcome, duration=duration,
+        lag=(attempt.started_at - due).total_seconds() if due else None,
+    )  # fmt: skip
+
+
 class _ActionFailed(Exception):
-    def __init__(self, exc: Exception, started_at: Any) -> None:
+    def __init__(self, exc: Exception, started_at: Any, duration: float) -> None:
         super().__init__(str(exc))
         self.exc = exc
         self.started_at = started_at
+        self.duration = duration
 
 
 def _claim(
@@ -125,7 +147,9 @@ def _record_failure(saga_id: UUID | str, attempt_id: int, failed: _ActionFailed)
             exc = StepTimedOut(f"ran past {timeout}s")
         _fail(tx, definition, attempt, exc)
         tx.commit()
-    return "timed_out" if isinstance(exc, StepTimedOut) else "failed"
+    outcome = "timed_out" if isinstance(exc, StepTimedOut) else "failed"
+    _send_step_ran(tx.saga, definition, attempt, outcome, failed.duration)
+    return outcome
 
 
 def _is_current(saga: Saga, attempt_id: int) -> bool:

@@ -1,0 +1,16 @@
+"""Gunicorn settings: ``gunicorn -c config/gunicorn.conf.py config.wsgi``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    # prometheus-client's multiprocess mode: drop the exited worker's live gauges.
+    from sagas.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)
