@@ -83,3 +83,90 @@ def by(
         if all(given.get(k) == v for k, v in match.items()) and value:
             out[tuple(given.get(k, "") for k in keys)] = value
     return out
+
+
+class SpanReceiver:
+    """An OTLP/HTTP trace receiver on loopback that keeps spans in memory.
+
+    Processes under test export with their ordinary OTLP exporter
+    (``OTEL_TRACES_EXPORTER=otlp``) to ``endpoint``; the test reads ``spans``.
+    """
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        self.spans: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                export = trace_service_pb2.ExportTraceServiceRequest()
+                export.ParseFromString(body)
+                receiver._add(export)
+                reply = trace_service_pb2.ExportTraceServiceResponse()
+                payload = reply.SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self._server.server_port}/v1/traces"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def _add(self, export: Any) -> None:
+        from google.protobuf.json_format import MessageToDict
+
+        for resource_spans in export.resource_spans:
+            resource = {
+                a.key: MessageToDict(a.value) for a in resource_spans.resource.attributes
+            }
+            service = next(iter(resource.get("service.name", {}).values()), "")
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    attributes = {
+                        a.key: next(iter(MessageToDict(a.value).values()), None)
+                        for a in span.attributes
+                    }
+                    with self._lock:
+                        self.spans.append(
+                            {
+                                "service": service,
+                                "name": span.name,
+                                "trace_id": span.trace_id.hex(),
+                                "span_id": span.span_id.hex(),
+                                "parent_id": span.parent_span_id.hex(),
+                                "kind": span.kind,
+                                "start": span.start_time_unix_nano,
+                                "attributes": attributes,
+                            }
+                        )
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.spans)
+
+    def env(self, service: str) -> dict[str, str]:
+        """Return the standard OTEL_* variables that export to this receiver."""
+        return {
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": self.endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_SERVICE_NAME": service,
+            # Export within a fifth of a second, so the test need not wait long.
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+        }
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
