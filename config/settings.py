@@ -173,6 +173,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # task: a new PostgreSQL session (and two extra transactions) per saga step.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Write each sent periodic task's last run at once (not every 3 minutes): the
+# beat health check (`manage.py sagas_health beat`) reads it.
+CELERY_BEAT_SYNC_EVERY = env.int("CELERY_BEAT_SYNC_EVERY", default=1)
 CELERY_TIMEZONE = TIME_ZONE
 
 # --- Sagas ------------------------------------------------------------------
