@@ -34,6 +34,14 @@ def _close_old_connections(**kwargs: Any) -> None:
     structlog.contextvars.clear_contextvars()
 
 
+@signals.worker_init.connect
+def _fresh_metrics(**kwargs: Any) -> None:
+    # The main worker process, before the pool forks: start this run's count.
+    from sagas import metrics
+
+    metrics.wipe_multiprocess_dir()
+
+
 @signals.worker_process_init.connect
 def _start_tracing(**kwargs: Any) -> None:
     # After the fork: each pool process has its own span exporter thread.

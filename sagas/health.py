@@ -14,7 +14,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 
 # A readiness probe must answer well within the probe's own timeout.
-BROKER_TIMEOUT = 2.0
+BROKER_TIMEOUT = 2
 
 
 def check_database() -> None:

@@ -56,6 +56,10 @@ from sagas.states import (
 
 log = structlog.get_logger("sagas.metrics")
 
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # Metrics without labels open their file as soon as they are declared.
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
 # Steps take milliseconds to minutes; lag is mostly queueing.
 _STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 _SAGA_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -313,6 +317,22 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(
         generate_latest(collector_registry()), content_type=CONTENT_TYPE_LATEST
     )
+
+
+def wipe_multiprocess_dir() -> None:
+    """Empty the multiprocess directory when a service (re)starts.
+
+    Files left by a previous run would be summed with the new ones; call it
+    from the service's first process only (gunicorn ``on_starting``, Celery
+    ``worker_init``): one directory per service.
+    """
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            os.unlink(os.path.join(path, name))
 
 
 def mark_process_dead(pid: int) -> None:

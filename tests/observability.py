@@ -129,7 +129,8 @@ class SpanReceiver:
 
         for resource_spans in export.resource_spans:
             resource = {
-                a.key: MessageToDict(a.value) for a in resource_spans.resource.attributes
+                a.key: MessageToDict(a.value)
+                for a in resource_spans.resource.attributes
             }
             service = next(iter(resource.get("service.name", {}).values()), "")
             for scope_spans in resource_spans.scope_spans:

@@ -89,7 +89,7 @@ def test_failure_table_counts_every_outcome_on_metrics_endpoints(
     # then: web and worker together count each saga, attempt and retry once
     def counted() -> dict[str, Any]:
         samples = scrape(f"{web.base}/metrics", worker_metrics)
-        found = {
+        found: dict[str, Any] = {
             "started": by(samples, "sagas_started_total", "definition"),
             "finished": by(samples, "sagas_finished_total", "status", definition=ORDER),
             "compensations": by(samples, "sagas_compensations_total", "definition"),
@@ -147,7 +147,9 @@ def test_sweeper_reports_stuck_sagas_and_its_last_run(
     worker_metrics = _metrics_worker(start_worker, tmp_path, SAGAS_STUCK_AFTER="1")
     start_beat(every=1.0)
     saga = saga_start(
-        "test_four_steps", business_key="metrics:stuck", context={"sleep": {"step_one": 6}}
+        "test_four_steps",
+        business_key="metrics:stuck",
+        context={"sleep": {"step_one": 6}},
     )
     before = time.time()
 
@@ -165,9 +167,12 @@ def test_sweeper_reports_stuck_sagas_and_its_last_run(
     assert by(samples, "sagas_active", "definition", "status") == {
         ("test_four_steps", "pending"): 1
     }
-    assert by(samples, "sagas_oldest_active_age_seconds", "definition")[
-        ("test_four_steps",)
-    ] >= 1
+    assert (
+        by(samples, "sagas_oldest_active_age_seconds", "definition")[
+            ("test_four_steps",)
+        ]
+        >= 1
+    )
     (last_run,) = by(samples, "sagas_sweeper_last_run_timestamp_seconds").values()
     assert last_run >= before
     assert samples["sagas_sweeper_pass_duration_seconds_count"][()] >= 1

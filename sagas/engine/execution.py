@@ -86,18 +86,31 @@ def step_execute(
 
 
 def _send_step_ran(
-    saga: Saga, definition: SagaDefinition, attempt: StepAttempt, outcome: str,
+    saga: Saga,
+    definition: SagaDefinition,
+    attempt: StepAttempt,
+    outcome: str,
     duration: float,
-) -> None:  # fmt: skip
-    """Send ``sagas.signals.step_ran`` for metrics, after the outcome is committed."""
+) -> None:
+    """Send ``sagas.signals.step_ran`` (metrics) once the outcome is committed."""
     # A backoff sent as a broker countdown is not lag: count from when it was due.
     due = attempt.not_before or attempt.dispatched_at
+    lag = None
+    if due is not None and attempt.started_at is not None:
+        lag = (attempt.started_at - due).total_seconds()
     signals.step_ran.send_robust(
-        Saga, saga_id=str(saga.pk), definition=saga.definition, version=saga.version,
-        step=attempt.step, step_kind=definition.step(attempt.step_index).kind.value,
-        kind=attempt.kind, attempt=attempt.number, outcome=outcome, duration=duration,
-        lag=(attempt.started_at - due).total_seconds() if due else None,
-    )  # fmt: skip
+        Saga,
+        saga_id=str(saga.pk),
+        definition=saga.definition,
+        version=saga.version,
+        step=attempt.step,
+        step_kind=definition.step(attempt.step_index).kind.value,
+        kind=attempt.kind,
+        attempt=attempt.number,
+        outcome=outcome,
+        duration=duration,
+        lag=lag,
+    )
 
 
 class _ActionFailed(Exception):
