@@ -206,7 +206,11 @@ def _saga_transition(saga_id: str, definition: str, old: str, new: str) -> None:
 
 
 def _saga_age(saga_id: str) -> float | None:
-    """Return seconds from the saga's creation to now, by the database clock."""
+    """Return seconds from the saga's creation to now, by the database clock.
+
+    One primary-key read per finished saga (not per step), after its commit:
+    the signal carries no start time, and worker clocks are not trusted.
+    """
     row = (
         Saga.objects.filter(pk=saga_id)
         .annotate(db_now=Now())
