@@ -174,11 +174,12 @@ def on_saga_transition(
     actor: str,
     detail: str,
     saga_id: str,
+    age: float | None = None,
     **_: Any,
 ) -> None:
     """Count one committed transition (``sagas.signals.saga_transition``)."""
     if not step:
-        _saga_transition(saga_id, definition, old_status, new_status)
+        _saga_transition(saga_id, definition, old_status, new_status, age)
     elif old_status == new_status == AttemptStatus.DISPATCHED:
         if detail.startswith("re-sent"):
             STEP_RESENDS.labels(definition, step, kind).inc()
@@ -189,7 +190,9 @@ def on_saga_transition(
         STEP_ATTEMPTS.labels(definition, step, kind, new_status).inc()
 
 
-def _saga_transition(saga_id: str, definition: str, old: str, new: str) -> None:
+def _saga_transition(
+    saga_id: str, definition: str, old: str, new: str, age: float | None
+) -> None:
     if old == new:
         return
     if not old:
@@ -200,7 +203,9 @@ def _saga_transition(saga_id: str, definition: str, old: str, new: str) -> None:
         SAGAS_PARKED.labels(definition).inc()
     if new in TERMINAL_SAGA_STATUSES:
         SAGAS_FINISHED.labels(definition, new).inc()
-        age = _saga_age(saga_id)
+        # The engine's age is taken when the final transaction began.
+        if age is None:
+            age = _saga_age(saga_id)
         if age is not None:
             SAGA_DURATION.labels(definition, new).observe(age)
 
@@ -208,8 +213,8 @@ def _saga_transition(saga_id: str, definition: str, old: str, new: str) -> None:
 def _saga_age(saga_id: str) -> float | None:
     """Return seconds from the saga's creation to now, by the database clock.
 
-    One primary-key read per finished saga (not per step), after its commit:
-    the signal carries no start time, and worker clocks are not trusted.
+    Only for a signal sent without ``age``: one primary-key read per finished
+    saga, after its commit (worker clocks are not trusted).
     """
     row = (
         Saga.objects.filter(pk=saga_id)

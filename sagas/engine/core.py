@@ -12,7 +12,7 @@ a step being executed from a step whose worker or message was lost.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -110,10 +110,17 @@ class _Transaction:
         if self.saga_fields:
             self.saga.updated_at = Now()  # type: ignore[assignment]
             self.saga.save(update_fields=[*sorted(self.saga_fields), "updated_at"])
-        _write_events(self.events, {self.saga.pk: self.saga.definition})
+        # The saga's age by the database clock, for the signal (when known).
+        now, created = getattr(self.saga, "db_now", None), self.saga.created_at
+        age = None
+        if now is not None and isinstance(created, datetime):
+            age = (now - created).total_seconds()
+        _write_events(self.events, {self.saga.pk: self.saga.definition}, age=age)
 
 
-def _write_events(events: list[SagaEvent], definitions: dict[Any, str]) -> None:
+def _write_events(
+    events: list[SagaEvent], definitions: dict[Any, str], age: float | None = None
+) -> None:
     """Insert events; log one structured line for each once committed."""
     SagaEvent.objects.bulk_create(events)
     lines = [
@@ -129,10 +136,10 @@ def _write_events(events: list[SagaEvent], definitions: dict[Any, str]) -> None:
         }
         for event in events
     ]
-    transaction.on_commit(lambda: _log_transitions(lines))
+    transaction.on_commit(lambda: _log_transitions(lines, age))
 
 
-def _log_transitions(lines: list[dict[str, Any]]) -> None:
+def _log_transitions(lines: list[dict[str, Any]], age: float | None = None) -> None:
     for line in lines:
         if line["transition"].endswith(f"-> {SagaStatus.FAILED}") and not line["kind"]:
             log.error("saga.needs_operator", **line)
@@ -142,8 +149,9 @@ def _log_transitions(lines: list[dict[str, Any]]) -> None:
         fields = {key: value for key, value in line.items() if key != "transition"}
         old, _, new = line["transition"].partition(" -> ")
         signals.saga_transition.send_robust(
-            Saga, version=None, old_status=old.strip("-"), new_status=new, **fields
-        )
+            Saga, version=None, old_status=old.strip("-"), new_status=new, age=age,
+            **fields,
+        )  # fmt: skip
 
 
 # --- starting -----------------------------------------------------------------
