@@ -1,7 +1,8 @@
 """Structured logging through structlog, for Django, Celery and the engine.
 
 Every line carries the request id (web) or the Celery task id and name
-(workers), and a step's lines its saga id, through structlog's contextvars.
+(workers), and a step's lines its saga id, through structlog's contextvars;
+with tracing on, also the current trace and span ids.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import logging.config
 import re
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
+from opentelemetry import trace
 
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponse
@@ -21,10 +23,22 @@ if TYPE_CHECKING:
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
+def _add_trace_ids(
+    logger: Any, method: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """Add the current span's trace and span ids, when tracing is on."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event.setdefault("trace_id", format(context.trace_id, "032x"))
+        event.setdefault("span_id", format(context.span_id, "016x"))
+    return event
+
+
 def configure_logging(*, level: str, fmt: str) -> None:
     """Route stdlib and structlog records through one structlog formatter."""
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        _add_trace_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -8,6 +8,7 @@ them in memory.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -112,3 +113,18 @@ def test_order_saga_is_one_trace_from_request_to_last_compensation(
     assert steps[0]["attributes"]["saga.step.dispatches"] == "2"
     resends = [s for s in spans if s["name"] == "sweeper re-send reserve_stock action"]
     assert [s["trace_id"] for s in resends] == [trace_id]
+    # and the engine's log lines from the worker's steps name the same trace
+    # (Celery's own "Task ... succeeded" line belongs to the message's trace)
+    lines = [
+        json.loads(raw)
+        for raw in (log_dir / "traced-worker.log").read_text().splitlines()
+        if raw.startswith("{") and saga_id in raw
+    ]
+    engine_lines = [
+        line
+        for line in lines
+        if line.get("task") == "sagas.step_execute"
+        and line.get("logger") == "sagas.engine"
+    ]
+    assert engine_lines
+    assert {line.get("trace_id") for line in engine_lines} == {trace_id}
