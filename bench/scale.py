@@ -17,6 +17,7 @@ from django.db.models import Count, QuerySet
 from django.db.models.functions import Now
 
 from bench.sagas import BENCH_SAGA
+from sagas import metrics
 from sagas.engine import saga_start, sweep
 from sagas.models import Saga
 from sagas.states import ACTIVE_SAGA_STATUSES
@@ -169,6 +170,8 @@ class ScaleResult:
     sweep_idle_ms: float = 0.0
     # The first pass also opens the broker connection and compiles queries.
     sweep_cold_ms: float = 0.0
+    # The metrics gauges a sweep task reads from the database after its passes.
+    gauges_ms: float = 0.0
     start_p50_ms: float = 0.0
     start_p95_ms: float = 0.0
     explained: list[Explained] = field(default_factory=list)
@@ -208,6 +211,12 @@ def run(
         sweep()
         idle.append((time.perf_counter() - began) * 1000)
     result.sweep_idle_ms = statistics.median(idle)
+    gauges = []
+    for _ in range(5):
+        began = time.perf_counter()
+        metrics.refresh_gauges()
+        gauges.append((time.perf_counter() - began) * 1000)
+    result.gauges_ms = statistics.median(gauges)
     timings = []
     for i in range(starts):
         began = time.perf_counter()

@@ -67,7 +67,8 @@ _SAGA_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 SAGAS_STARTED = Counter("sagas_started", "Sagas started.", ["definition"])
 SAGAS_FINISHED = Counter(
     "sagas_finished",
-    "Sagas that reached a final status (completed, compensated, failed, resolved).",
+    "Transitions into a final status: completed, compensated, failed (parked),"
+    " resolved. A parked saga that an operator retries or resolves counts again.",
     ["definition", "status"],
 )
 SAGA_DURATION = Histogram(
