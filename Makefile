@@ -7,9 +7,10 @@ PY := .venv/bin/python
 PIP := .venv/bin/pip
 PYTEST_ARGS ?=
 
-# Use sudo for apt-get only when not root and sudo exists.
+# Use sudo for apt-get only when not root and sudo exists. RUNLEVEL=1 keeps
+# packages from starting their services (only their tools are needed).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || echo sudo)
-APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300
+APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get -o DPkg::Lock::Timeout=300
 
 .PHONY: venv lock browsers test-tools test test-embedded demo bench bench-broker lint clean
 
@@ -37,10 +38,14 @@ browsers:
 		$(APT_GET) update && $(APT_GET) install -y chromium; \
 	fi
 
-# faketime runs a worker with a skewed clock in the clock-skew tests.
+# faketime runs a worker with a skewed clock in the clock-skew tests; promtool
+# (Debian's prometheus package, its service not started) tests the alert rules.
 test-tools: browsers
 	@if ! command -v faketime >/dev/null 2>&1; then \
 		$(APT_GET) update && $(APT_GET) install -y faketime; \
+	fi
+	@if ! command -v promtool >/dev/null 2>&1; then \
+		$(APT_GET) update && $(APT_GET) install -y --no-install-recommends prometheus; \
 	fi
 
 # Two sessions: PostgreSQL + Redis (and RabbitMQ: the chaos suite runs on both
@@ -50,6 +55,8 @@ EMBEDDED_TESTS := tests/test_embedded.py tests/test_testing_kit.py \
 	tests/test_sweeper_health.py tests/test_transport.py examples
 
 test: venv test-tools
+	promtool check rules deploy/prometheus/rules.yml
+	promtool test rules deploy/prometheus/rules_test.yml
 	$(PY) scripts/services.py run --rabbitmq -- .venv/bin/pytest -m "not embedded" $(PYTEST_ARGS)
 	$(MAKE) test-embedded
 

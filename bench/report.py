@@ -221,6 +221,11 @@ def scale_table(scale: ScaleResult) -> str:
         ],
         ["sweeper pass, none due (median of 5)", f"{scale.sweep_idle_ms:.1f}", "-"],
         [
+            "metrics gauges read by a sweep task (median of 5)",
+            f"{scale.gauges_ms:.1f}",
+            "-",
+        ],
+        [
             f"saga_start in a transaction (median / p95 of {scale.starts})",
             f"{scale.start_p50_ms:.2f} / {scale.start_p95_ms:.2f}",
             "-",

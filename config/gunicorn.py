@@ -9,6 +9,8 @@ Every figure comes from the environment.
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 
 
 def _int(name: str, default: int) -> int:
@@ -39,3 +41,25 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
 errorlog = "-"
 # Share the application's memory between workers and fail fast on import errors.
 preload_app = True
+
+
+# The hooks run in the master process, where Django is not set up: they use
+# prometheus-client and the file system only.
+
+
+def on_starting(server: Any) -> None:
+    # prometheus-client's multiprocess mode: a fresh count for this run, since
+    # a previous run's files would be summed in (one directory per service).
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        for stale in Path(path).glob("*.db"):
+            stale.unlink()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    # Drop the exited worker's live gauges.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

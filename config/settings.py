@@ -65,6 +65,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.logging.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's static files under gunicorn, without a separate server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -271,6 +272,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": 60.0,
     },
 }
+# Write each sent periodic task's last run at once (not every 3 minutes): the
+# beat health check (`manage.py sagas_health beat`) reads it.
+CELERY_BEAT_SYNC_EVERY = env.int("CELERY_BEAT_SYNC_EVERY", default=1)
 CELERY_TIMEZONE = TIME_ZONE
 
 # --- Sagas ------------------------------------------------------------------

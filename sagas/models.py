@@ -44,6 +44,9 @@ class Saga(models.Model):
     error = models.TextField(blank=True)
     # The most recent failure of any attempt: why a failed saga is parked.
     last_error = models.TextField(blank=True)
+    # W3C trace context (``traceparent``...) of the saga's trace; empty when
+    # tracing is off. Every step's span is its child (sagas.tracing).
+    trace_context = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(db_default=Now())
     updated_at = models.DateTimeField(db_default=Now())
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -9,7 +9,8 @@ A receiver that raises is logged and ignored.
 with keyword arguments ``saga_id`` (str), ``definition``, ``version``, ``step``
 ("" for the saga itself), ``kind`` ("action", "compensation" or ""), ``attempt``
 (number or None), ``old_status`` ("" when created), ``new_status``, ``actor`` and
-``detail``.
+``detail``; ``age`` is the saga's age in seconds by the database clock when its
+transaction began (None when unknown; metrics read it from the row then).
 
 ``step_ran`` is sent once per executed step action or compensation, after its
 outcome is recorded, with ``saga_id``, ``definition``, ``version``, ``step``,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from celery import shared_task
 
-from sagas import engine
+from sagas import engine, metrics
 from sagas.schedule import record_sweep
 
 # acks_late is safe only because the engine fences duplicates: a message
@@ -23,7 +24,11 @@ from sagas.schedule import record_sweep
 )
 def step_execute_task(self, saga_id: str, attempt_id: int) -> str:  # type: ignore[no-untyped-def]
     """Run one step action or compensation of a saga."""
+    # Every line logged while the step runs, the action's own included, names it.
+    structlog.contextvars.bind_contextvars(saga_id=saga_id, attempt_id=attempt_id)
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    # Every line logged while the step runs, the action's own included, names it.
+    structlog.contextvars.bind_contextvars(saga_id=saga_id, attempt_id=attempt_id)
     return engine.step_execute(
         saga_id, attempt_id, redelivered=redelivered, continue_inline=True
     )
@@ -32,7 +37,10 @@ def step_execute_task(self, saga_id: str, attempt_id: int) -> str:  # type: igno
 @shared_task(name="sagas.sweep", acks_late=True, ignore_result=True)
 def sweep_task(batch: int | None = None) -> int:
     """Dispatch due retries, re-send lost steps and time out overdue ones."""
-    total = engine.sweep_pass(batch=batch)
+    # The pass's duration, its end time and the gauges read from the database
+    # (stuck, parked, active sagas) are recorded once per tick.
+    with metrics.sweep_pass():
+        total = engine.sweep_pass(batch=batch)
     # The heartbeat the system check and the admin look at.
     record_sweep(total)
     return total

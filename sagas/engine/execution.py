@@ -23,7 +23,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
 
-from sagas import conf, dispatch
+from sagas import conf, dispatch, tracing
 from sagas.definition import Remote, SagaDefinition, Step, Wait
 from sagas.engine import machine
 from sagas.errors import WorkerLost
@@ -74,11 +74,11 @@ def step_execute(
     the next one to the broker so other sagas get their turn.
     """
     if not continue_inline:
-        return _execute(saga_id, attempt_id, redelivered=redelivered, limited=False)
+        return _traced(saga_id, attempt_id, redelivered=redelivered, limited=False)
     began = time.monotonic()
     with machine.continuing(saga_id) as following:
         try:
-            outcome = _execute(
+            outcome = _traced(
                 saga_id, attempt_id, redelivered=redelivered, limited=True
             )
             if outcome == "fenced" and redelivered:
@@ -87,7 +87,7 @@ def step_execute(
                 # step now (counted as a redelivery of it, for poison).
                 current = _current_dispatched(saga_id)
                 if current is not None and current != attempt_id:
-                    outcome = _execute(saga_id, current, redelivered=True, limited=True)
+                    outcome = _traced(saga_id, current, redelivered=True, limited=True)
             for steps in itertools.count(1):
                 nxt = following.take()
                 if nxt is None:
@@ -99,12 +99,24 @@ def step_execute(
                 ):
                     dispatch.send_many([nxt])
                     break
-                outcome = _execute(saga_id, nxt.attempt_id, limited=True)
+                outcome = _traced(saga_id, nxt.attempt_id, limited=True)
         finally:
             # An attempt recorded but neither run nor sent goes to the broker.
             left = following.take()
             if left is not None:
                 dispatch.send_many([left])
+    return outcome
+
+
+def _traced(
+    saga_id: UUID | str, attempt_id: int, *, limited: bool, redelivered: bool = False
+) -> str:
+    """Run one attempt in its own span, a child of the saga's trace."""
+    with tracing.step_span(str(saga_id), attempt_id) as span:
+        outcome = _execute(
+            saga_id, attempt_id, limited=limited, redelivered=redelivered
+        )
+        span.set_attribute("saga.step.outcome", outcome)
     return outcome
 
 
@@ -209,7 +221,8 @@ def _execute(
 
 def _report(claimed: _Claim) -> dict[str, Any]:
     saga, attempt = claimed.tx.saga, claimed.attempt
-    dispatched = attempt.dispatched_at
+    # A backoff sent as a broker countdown is not lag: count from when it was due.
+    dispatched = attempt.not_before or attempt.dispatched_at
     now = saga.db_now  # type: ignore[attr-defined]
     return {
         "saga_id": str(saga.pk),

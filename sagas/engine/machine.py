@@ -24,7 +24,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -40,7 +40,7 @@ from django.db.models import F, Q, Value
 from django.db.models.expressions import CombinedExpression, ExpressionWrapper, RawSQL
 from django.db.models.functions import Least, Now
 
-from sagas import conf, registry
+from sagas import conf, registry, tracing
 from sagas.definition import (
     Remote,
     RetryPolicy,
@@ -334,9 +334,18 @@ class Transition:
         write_events(self.events, {self.saga.pk: self.saga})
 
 
+def _age(saga: Saga) -> float | None:
+    """Return the saga's age by the database clock, when its row says."""
+    now, created = getattr(saga, "db_now", None), saga.created_at
+    if now is None or not isinstance(created, datetime):
+        return None
+    return (now - created).total_seconds()
+
+
 def write_events(events: list[SagaEvent], sagas: dict[Any, Saga]) -> None:
     """Insert events; log and signal each once committed."""
     SagaEvent.objects.bulk_create(events)
+    ages = {pk: _age(saga) for pk, saga in sagas.items()}
     lines = [
         {
             "saga_id": str(event.saga_id),
@@ -349,6 +358,7 @@ def write_events(events: list[SagaEvent], sagas: dict[Any, Saga]) -> None:
             "new_status": event.new_status,
             "actor": event.actor,
             "detail": event.detail,
+            "age": ages[event.saga_id],
         }
         for event in events
     ]
@@ -359,7 +369,9 @@ def _announce(lines: list[dict[str, Any]]) -> None:
     for line in lines:
         transition = f"{line['old_status'] or '-'} -> {line['new_status']}"
         fields = {
-            k: v for k, v in line.items() if k not in ("old_status", "new_status")
+            k: v
+            for k, v in line.items()
+            if k not in ("old_status", "new_status", "age")
         }
         if line["new_status"] == SagaStatus.FAILED and not line["kind"]:
             log.error("saga.needs_operator", transition=transition, **fields)
@@ -391,6 +403,8 @@ def create(
         business_key=business_key,
         context=dict(context),
         status=SagaStatus.PENDING,
+        # One trace per saga: every step's span is a child of this context.
+        trace_context=tracing.saga_context(definition.name),
     )
     saga.save(force_insert=True)
     tx = Transition(saga, actor)
