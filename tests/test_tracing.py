@@ -84,8 +84,12 @@ def test_order_saga_is_one_trace_from_request_to_last_compensation(
     (saga,) = wait_for_sagas([saga_id], timeout=60)
     assert saga.status == SagaStatus.COMPENSATED
 
+    # Each worker process exports its spans in its own batches: wait for the
+    # steps' and the sweeper's.
     deadline = time.monotonic() + 20
-    while len(_step_spans(receiver.snapshot(), saga_id)) < len(STEP_SPANS):
+    while len(_step_spans(receiver.snapshot(), saga_id)) < len(STEP_SPANS) or not [
+        s for s in receiver.snapshot() if s["name"].startswith("sweeper re-send")
+    ]:
         assert time.monotonic() < deadline, _step_spans(receiver.snapshot(), saga_id)
         time.sleep(0.2)
     spans = receiver.snapshot()
