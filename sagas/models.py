@@ -73,6 +73,8 @@ class Saga(models.Model):
             ("resolve_saga", "Can mark a failed saga resolved"),
             ("skip_saga", "Can skip a failed compensation done by hand"),
             ("migrate_saga", "Can move a saga to another definition version"),
+            ("approve_saga", "Can approve a saga's waiting approval step"),
+            ("reject_saga", "Can reject a saga's waiting approval step"),
         ]
 
     def __str__(self) -> str:

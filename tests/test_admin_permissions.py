@@ -31,7 +31,12 @@ pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 ACTIONS = ("retry", "resume", "compensate", "resolve", "skip")
 # Moving a saga needs a version too: its permission is checked in
 # test_admin_versions; here it only counts among the other permissions.
-ALL_ACTION_PERMS = (*(f"{action}_saga" for action in ACTIONS), "migrate_saga")
+ALL_ACTION_PERMS = (
+    *(f"{action}_saga" for action in ACTIONS),
+    "migrate_saga",
+    "approve_saga",
+    "reject_saga",
+)
 REASON = "customer called, stock fixed by hand"
 
 # Per action: a saga it applies to, and what the saga looks like once applied.

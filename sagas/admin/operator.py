@@ -136,6 +136,29 @@ ACTIONS: tuple[OperatorAction, ...] = (
         dangerous=True,
     ),
     OperatorAction(
+        name="approve",
+        verb=engine.saga_approve,
+        label="Approve",
+        explanation=(
+            "Approve the step waiting for a person's approval: the saga goes on "
+            "with its next step."
+        ),
+        offered_in=(SagaStatus.RUNNING,),
+        done="Approved",
+    ),
+    OperatorAction(
+        name="reject",
+        verb=engine.saga_reject,
+        label="Reject",
+        explanation=(
+            "Reject the step waiting for a person's approval: the saga undoes "
+            "the steps before it, in reverse order."
+        ),
+        offered_in=(SagaStatus.RUNNING,),
+        done="Rejected",
+        dangerous=True,
+    ),
+    OperatorAction(
         name="migrate",
         verb=engine.saga_migrate,
         label="Move to version",

@@ -232,6 +232,12 @@ class SagaAdmin(admin.ModelAdmin):
     def has_migrate_permission(self, request: HttpRequest) -> bool:
         return self.may_act(request, ACTIONS_BY_NAME["migrate"])
 
+    def has_approve_permission(self, request: HttpRequest) -> bool:
+        return self.may_act(request, ACTIONS_BY_NAME["approve"])
+
+    def has_reject_permission(self, request: HttpRequest) -> bool:
+        return self.may_act(request, ACTIONS_BY_NAME["reject"])
+
     # --- pages ----------------------------------------------------------------
 
     def get_urls(self) -> list[URLPattern]:
