@@ -291,6 +291,15 @@ def _record(
     """
     if isinstance(exc, SoftTimeLimitExceeded):
         exc = machine.StepTimedOut(f"ran past its time limit ({exc!r})")
+    error_type, message = machine.error_fields(exc)
+    log.info(
+        "step.failed",
+        saga_id=str(saga_id),
+        attempt_id=attempt_id,
+        error_type=error_type,
+        error=message,
+        after_return=after_return,
+    )
     machine.forget_continuation()
     try:
         with transaction.atomic():
