@@ -53,6 +53,7 @@ class WorkerLost(BaseException):
     The engine records nothing: the step's transaction rolls back and its
     attempt stays dispatched, as when ``kill -9`` hits a worker, and the
     sweeper sends it again after the lease. ``sagas.testing.WorkerCrash`` is
-    one; every other exception a step raises, ``BaseException`` included, is
-    recorded as a failed attempt.
+    one; so are ``SystemExit`` and ``KeyboardInterrupt`` (a worker shutting
+    down or cancelling the task). Every other exception a step raises,
+    ``BaseException`` subclasses included, is recorded as a failed attempt.
     """

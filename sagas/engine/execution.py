@@ -42,6 +42,12 @@ class _Claim:
     attempt: StepAttempt
 
 
+# The process running the step is going away (Celery's shutdown and
+# cancellation raise SystemExit in a pool process): nothing is recorded, the
+# step's transaction rolls back, and the attempt is sent again, as after kill -9.
+_PROCESS_ENDING = (KeyboardInterrupt, SystemExit, WorkerLost)
+
+
 class _Parked:
     """The saga could not run this step (its definition is gone) and was parked."""
 
@@ -195,7 +201,7 @@ def _execute(
                 # at all: no savepoint, a failure rolls the whole step back.
                 with _time_limit(claimed.step.timeout, limited):
                     result = function(context)
-            except (KeyboardInterrupt, WorkerLost):
+            except _PROCESS_ENDING:
                 raise
             except BaseException as exc:
                 report["duration"] = time.monotonic() - began
@@ -205,7 +211,7 @@ def _execute(
             tx.commit()
     except _StepFailed as failed:
         outcome = _record(saga_id, attempt_id, failed.exc, after_return=False)
-    except (KeyboardInterrupt, WorkerLost):
+    except _PROCESS_ENDING:
         raise
     except BaseException as exc:
         if not ran:
