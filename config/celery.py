@@ -8,7 +8,11 @@ from typing import Any
 import structlog
 from celery import Celery, signals
 
+from sagas import redis_transport
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# A worker must survive Redis going away mid-restore (sagas.redis_transport).
+redis_transport.install()
 
 app = Celery("config")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -1,0 +1,39 @@
+"""kombu's Redis transport, surviving a broker that goes away mid-restore.
+
+When the Redis connection drops, the worker releases its connection, and
+closing the channel restores unacked messages. If the connection's client is
+already gone by then, kombu reads ``None.hostname`` and raises AttributeError,
+which no connection-error handler expects: the worker exits with
+"Unrecoverable error" and sagas wait until someone restarts it (the same
+family as kombu#582 and #970). Here that case raises the transport's own
+``ConnectionError``, which kombu ignores while releasing, so the worker
+reconnects; the messages come back after the visibility timeout.
+
+``config/celery.py`` registers it for ``redis://`` and ``rediss://`` URLs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+
+class Channel(kombu_redis.Channel):
+    def _connparams(self, asynchronous: bool = False) -> Any:
+        if self.connection.client is None:
+            raise RedisConnectionError("the broker connection is already closed")
+        return super()._connparams(asynchronous=asynchronous)
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
+
+
+def install() -> None:
+    """Make ``redis://`` and ``rediss://`` URLs use this transport."""
+    from kombu.transport import TRANSPORT_ALIASES
+
+    TRANSPORT_ALIASES["redis"] = f"{__name__}:Transport"
+    TRANSPORT_ALIASES["rediss"] = f"{__name__}:Transport"
