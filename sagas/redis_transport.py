@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 
 class Channel(kombu_redis.Channel):
-    def _connparams(self, asynchronous: bool = False) -> Any:
+    def _connparams(self, asynchronous: bool = False) -> Any:  # type: ignore[misc]
         if self.connection.client is None:
             raise RedisConnectionError("the broker connection is already closed")
         return super()._connparams(asynchronous=asynchronous)

@@ -18,7 +18,7 @@ def _closed_channel(transport: type) -> object:
     channel = connection.default_channel
     # What kombu's release leaves behind when Redis went away: a channel whose
     # connection has no client left.
-    channel.connection.client = None
+    channel.connection.client = None  # type: ignore[attr-defined]
     return channel
 
 
