@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "sagas",
+    "sagas.events",
     "inventory",
     "payments",
     "shipping",
@@ -214,6 +215,11 @@ SAGAS_RETRIABLE_MAX_ERRORS = env.int("SAGAS_RETRIABLE_MAX_ERRORS", default=3)
 SAGAS_SWEEP_STALE_AFTER = env.float("SAGAS_SWEEP_STALE_AFTER", default=None)
 # Modules outside installed apps' ``sagas.py`` that register definitions.
 SAGAS_DEFINITION_MODULES = env.list("SAGAS_DEFINITION_MODULES", default=[])
+
+# --- Orders -----------------------------------------------------------------
+# How an order runs unless its request says: "orchestration" (the order saga)
+# or "choreography" (services reacting to events).
+ORDERS_FLOW = env.str("ORDERS_FLOW", default="orchestration")
 
 # --- Sandbox providers ------------------------------------------------------
 # Milliseconds each sandbox gateway or carrier call takes, to rehearse real latency.
