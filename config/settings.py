@@ -216,6 +216,16 @@ SAGAS_SWEEP_STALE_AFTER = env.float("SAGAS_SWEEP_STALE_AFTER", default=None)
 # Modules outside installed apps' ``sagas.py`` that register definitions.
 SAGAS_DEFINITION_MODULES = env.list("SAGAS_DEFINITION_MODULES", default=[])
 
+# --- Choreography (sagas.events) -------------------------------------------
+# Queues every event is sent to: one per consuming service.
+SAGA_EVENTS_QUEUES = env.list("SAGA_EVENTS_QUEUES", default=["celery"])
+# Seconds an unsent event waits for its after-commit send before the sweeper.
+SAGA_EVENTS_RELAY_LEASE = env.float("SAGA_EVENTS_RELAY_LEASE", default=5.0)
+SAGA_EVENTS_SWEEP_INTERVAL = env.float("SAGA_EVENTS_SWEEP_INTERVAL", default=2.0)
+# Seconds without an event before a flow (of a type without its own) is stuck.
+SAGA_EVENTS_FLOW_TIMEOUT = env.float("SAGA_EVENTS_FLOW_TIMEOUT", default=300.0)
+SAGA_EVENTS_RELAY_ON_COMMIT = env.bool("SAGA_EVENTS_RELAY_ON_COMMIT", default=True)
+
 # --- Orders -----------------------------------------------------------------
 # How an order runs unless its request says: "orchestration" (the order saga)
 # or "choreography" (services reacting to events).
