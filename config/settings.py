@@ -224,6 +224,8 @@ SAGA_EVENTS_RELAY_LEASE = env.float("SAGA_EVENTS_RELAY_LEASE", default=5.0)
 SAGA_EVENTS_SWEEP_INTERVAL = env.float("SAGA_EVENTS_SWEEP_INTERVAL", default=2.0)
 # Seconds without an event before a flow (of a type without its own) is stuck.
 SAGA_EVENTS_FLOW_TIMEOUT = env.float("SAGA_EVENTS_FLOW_TIMEOUT", default=300.0)
+# Seconds of silence before an open flow's events are sent again.
+SAGA_EVENTS_REDELIVER_AFTER = env.float("SAGA_EVENTS_REDELIVER_AFTER", default=30.0)
 SAGA_EVENTS_RELAY_ON_COMMIT = env.bool("SAGA_EVENTS_RELAY_ON_COMMIT", default=True)
 
 # --- Orders -----------------------------------------------------------------

@@ -23,6 +23,11 @@ DEFAULTS: dict[str, Any] = {
     "SAGA_EVENTS_MAX_RETRIES": 10,
     "SAGA_EVENTS_RETRY_BACKOFF": 0.5,
     "SAGA_EVENTS_RETRY_MAX_BACKOFF": 30.0,
+    # Seconds an open flow may go without an event before the sweeper sends
+    # its events again (a delivery the broker lost; inboxes absorb the rest),
+    # and how many times it does so before leaving the flow to its timeout.
+    "SAGA_EVENTS_REDELIVER_AFTER": 30.0,
+    "SAGA_EVENTS_MAX_REDELIVERIES": 5,
     # Days sent outbox rows and inbox rows are kept.
     "SAGA_EVENTS_RETENTION_DAYS": 7,
     # Record correlated events in the flow timeline in this process.

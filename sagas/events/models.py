@@ -90,6 +90,10 @@ class Flow(models.Model):
     # Past this, with no new event, the sweeper flags the flow stuck.
     deadline = models.DateTimeField(null=True, blank=True)
     stuck_since = models.DateTimeField(null=True, blank=True)
+    # The sweeper re-sent the flow's events this often (and last then), in
+    # case the broker lost a delivery.
+    redeliveries = models.PositiveIntegerField(default=0)
+    redelivered_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -18,13 +18,14 @@ from uuid import UUID
 import structlog
 from celery import current_app
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
 from sagas.events import conf
 from sagas.events.envelope import Event, current_event
-from sagas.events.models import OutboxEvent
+from sagas.events.models import Flow, FlowStatus, OutboxEvent
+from sagas.events.tracker import timeout_of
 
 log = structlog.get_logger("sagas.events")
 
@@ -52,13 +53,25 @@ def publish(
         flow_type = handling.flow_type if handling is not None else ""
     if flow_key is None:
         flow_key = handling.flow_key if handling is not None else ""
+    correlation = UUID(str(correlation_id)) if correlation_id else None
     row = OutboxEvent.objects.create(
         event_type=event_type,
         payload=dict(payload or {}),
-        correlation_id=UUID(str(correlation_id)) if correlation_id else None,
+        correlation_id=correlation,
         flow_type=flow_type,
         flow_key=flow_key,
     )
+    if correlation is not None and flow_type and conf.get("SAGA_EVENTS_TRACK"):
+        # The flow exists from its first event's commit, so that a flow whose
+        # first delivery is lost is seen, re-sent and, failing that, stuck.
+        Flow.objects.bulk_create(
+            [Flow(pk=correlation, flow_type=flow_type, business_key=flow_key)],
+            ignore_conflicts=True,
+        )
+        # A flow that never hears its first event is stuck after its timeout.
+        Flow.objects.filter(pk=correlation, deadline__isnull=True).update(
+            deadline=Now() + timedelta(seconds=timeout_of(flow_type))
+        )
     if conf.get("SAGA_EVENTS_RELAY_ON_COMMIT"):
         transaction.on_commit(partial(relay, [row.pk]), robust=True)
     return row
@@ -137,6 +150,50 @@ def resend_lost(*, batch: int | None = None) -> int:
     if sent:
         log.info("event.resent", count=len(sent))
     return len(sent)
+
+
+def redeliver_silent(*, batch: int | None = None) -> int:
+    """Send again the events of open flows silent for a while; return the flows.
+
+    Once sent, an event's delivery is the broker's; a broker can still lose
+    one (a worker killed between taking a message and recording it). The
+    flow's silence shows it: its events go out again, and every consumer's
+    inbox lets through only what it had not handled.
+    """
+    size = int(batch or conf.get("SAGA_EVENTS_SWEEP_BATCH"))
+    after = timedelta(seconds=float(conf.get("SAGA_EVENTS_REDELIVER_AFTER")))
+    with transaction.atomic():
+        flows = list(
+            Flow.objects.select_for_update(skip_locked=True)
+            .filter(
+                status__in=[
+                    FlowStatus.RUNNING,
+                    FlowStatus.COMPENSATING,
+                    FlowStatus.STUCK,
+                ],
+                last_event_at__lt=Now() - after,
+                redeliveries__lt=int(conf.get("SAGA_EVENTS_MAX_REDELIVERIES")),
+            )
+            .filter(
+                Q(redelivered_at__isnull=True) | Q(redelivered_at__lt=Now() - after)
+            )
+            .order_by("last_event_at")
+            .values_list("pk", flat=True)[:size]
+        )
+        if not flows:
+            return 0
+        rows = list(
+            OutboxEvent.objects.filter(
+                correlation_id__in=flows, sent_at__isnull=False
+            ).order_by("created_at")
+        )
+        with current_app.producer_or_acquire() as producer:
+            send(rows, producer=producer)
+        Flow.objects.filter(pk__in=flows).update(
+            redeliveries=F("redeliveries") + 1, redelivered_at=Now()
+        )
+    log.warning("flow.redelivered", flows=len(flows), events=len(rows))
+    return len(flows)
 
 
 def purge_old(*, days: float | None = None) -> int:

@@ -53,8 +53,9 @@ def deliver_task(self: Any, body: dict[str, Any]) -> list[str]:
 
 @shared_task(name="saga_events.sweep", acks_late=True, ignore_result=True)
 def sweep_task(batch: int | None = None) -> int:
-    """Send events whose send was lost and flag flows that went silent."""
+    """Send events whose send was lost, nudge silent flows, flag stuck ones."""
     resent = outbox.resend_lost(batch=batch)
+    resent += outbox.redeliver_silent(batch=batch)
     stuck = tracker.flag_stuck()
     outbox.purge_old()
     consumers.purge_inbox()
