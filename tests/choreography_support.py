@@ -99,10 +99,10 @@ def assert_each_effect_once() -> dict[str, int]:
 
 def assert_orders_match_flows(placed: list[dict[str, Any]]) -> None:
     """Assert every order ended as its flow did."""
-    expected = {
+    expected: dict[str, str] = {
         FlowStatus.COMPLETED: OrderStatus.CONFIRMED,
         FlowStatus.COMPENSATED: OrderStatus.FAILED,
     }
-    flows = dict(Flow.objects.values_list("pk", "status"))
+    flows: dict[Any, str] = dict(Flow.objects.values_list("pk", "status"))
     for order in Order.objects.filter(pk__in=[p["id"] for p in placed]):
         assert order.status == expected[flows[order.saga_id]], order.pk
