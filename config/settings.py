@@ -226,6 +226,11 @@ SAGA_EVENTS_SWEEP_INTERVAL = env.float("SAGA_EVENTS_SWEEP_INTERVAL", default=2.0
 SAGA_EVENTS_FLOW_TIMEOUT = env.float("SAGA_EVENTS_FLOW_TIMEOUT", default=300.0)
 # Seconds of silence before an open flow's events are sent again.
 SAGA_EVENTS_REDELIVER_AFTER = env.float("SAGA_EVENTS_REDELIVER_AFTER", default=30.0)
+# Deliveries of an event whose handler keeps failing, and their backoff cap.
+SAGA_EVENTS_MAX_RETRIES = env.int("SAGA_EVENTS_MAX_RETRIES", default=10)
+SAGA_EVENTS_RETRY_MAX_BACKOFF = env.float("SAGA_EVENTS_RETRY_MAX_BACKOFF", default=30.0)
+# Keep the flows' timelines in this service.
+SAGA_EVENTS_TRACK = env.bool("SAGA_EVENTS_TRACK", default=True)
 SAGA_EVENTS_RELAY_ON_COMMIT = env.bool("SAGA_EVENTS_RELAY_ON_COMMIT", default=True)
 
 # --- Orders -----------------------------------------------------------------
