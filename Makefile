@@ -52,7 +52,8 @@ test-tools: browsers
 # brokers), then the embedded default (SQLite files and
 # the filesystem broker, no services) for the suites that must hold on it too.
 EMBEDDED_TESTS := tests/test_embedded.py tests/test_testing_kit.py \
-	tests/test_sweeper_health.py tests/test_transport.py examples
+	tests/test_sweeper_health.py tests/test_transport.py \
+	tests/test_choreography_embedded.py examples
 
 test: venv test-tools
 	promtool check rules deploy/prometheus/rules.yml

@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "axes",
     "sagas",
+    "sagas.events",
     "inventory",
     "payments",
     "shipping",
@@ -302,16 +303,34 @@ SAGAS_RETRIABLE_MAX_ERRORS = env.int("SAGAS_RETRIABLE_MAX_ERRORS", default=3)
 # Seconds without a sweep before the check and the admin raise the alarm
 # (unset: five sweep intervals, at least 30 s).
 SAGAS_SWEEP_STALE_AFTER = env.float("SAGAS_SWEEP_STALE_AFTER", default=None)
-# How checkout runs an order: "orchestrated" (the order saga, every step in
-# this project) or "remote" (stock kept by the warehouse service, a participant
-# in its own process, by command and reply).
-ORDERS_FLOW = env.str("ORDERS_FLOW", default="orchestrated")
 # Participants replying over HTTP, and their signing secrets: "name=secret,...".
 SAGAS_PARTICIPANTS = env.dict("SAGAS_PARTICIPANTS", default={})
 # Modules outside installed apps' ``sagas.py`` that register definitions.
 SAGAS_DEFINITION_MODULES = env.list("SAGAS_DEFINITION_MODULES", default=[])
 
+# --- Choreography (sagas.events) -------------------------------------------
+# Queues every event is sent to: one per consuming service.
+SAGA_EVENTS_QUEUES = env.list("SAGA_EVENTS_QUEUES", default=["celery"])
+# Seconds an unsent event waits for its after-commit send before the sweeper.
+SAGA_EVENTS_RELAY_LEASE = env.float("SAGA_EVENTS_RELAY_LEASE", default=5.0)
+SAGA_EVENTS_SWEEP_INTERVAL = env.float("SAGA_EVENTS_SWEEP_INTERVAL", default=2.0)
+# Seconds without an event before a flow (of a type without its own) is stuck.
+SAGA_EVENTS_FLOW_TIMEOUT = env.float("SAGA_EVENTS_FLOW_TIMEOUT", default=300.0)
+# Seconds of silence before an open flow's events are sent again.
+SAGA_EVENTS_REDELIVER_AFTER = env.float("SAGA_EVENTS_REDELIVER_AFTER", default=30.0)
+# Deliveries of an event whose handler keeps failing, and their backoff cap.
+SAGA_EVENTS_MAX_RETRIES = env.int("SAGA_EVENTS_MAX_RETRIES", default=10)
+SAGA_EVENTS_RETRY_MAX_BACKOFF = env.float("SAGA_EVENTS_RETRY_MAX_BACKOFF", default=30.0)
+# Keep the flows' timelines in this service.
+SAGA_EVENTS_TRACK = env.bool("SAGA_EVENTS_TRACK", default=True)
+SAGA_EVENTS_RELAY_ON_COMMIT = env.bool("SAGA_EVENTS_RELAY_ON_COMMIT", default=True)
+
 # --- Orders -----------------------------------------------------------------
+# How an order runs unless its request says: "orchestration" (the order saga),
+# "remote" (the order saga with stock kept by the warehouse service, a
+# participant in its own process, by command and reply) or "choreography"
+# (services reacting to events).
+ORDERS_FLOW = env.str("ORDERS_FLOW", default="orchestration")
 # Seconds an Idempotency-Key answers with its first order; then it is free again.
 ORDERS_IDEMPOTENCY_TTL = env.int("ORDERS_IDEMPOTENCY_TTL", default=86400)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -14,8 +15,9 @@ from pydantic import ConfigDict, field_validator
 
 from inventory.services import UnknownSku
 from orders.selectors import order_get
-from orders.services import IdempotencyConflict, LineRequest, checkout
+from orders.services import FlowMode, IdempotencyConflict, LineRequest, checkout
 from orders.throttling import CheckoutThrottle
+from sagas.events.selectors import flow_summary
 from sagas.selectors import saga_summary
 
 router = Router(tags=["orders"])
@@ -71,6 +73,20 @@ class OrderIn(_Strict):
     items: list[ItemIn] = Field(min_length=1, max_length=50)
     payment_token: str = Field(min_length=1, max_length=100, pattern=PAYMENT_TOKEN)
     shipping_address: AddressIn
+    mode: FlowMode | None = Field(
+        None,
+        description=(
+            "How the order runs: `orchestration` (the order saga) or "
+            "`choreography` (services reacting to events). Default: the "
+            "`X-Saga-Mode` header, else the server's `ORDERS_FLOW` setting."
+        ),
+    )
+
+
+class FlowEventOut(Schema):
+    event_type: str
+    event_id: UUID
+    occurred_at: datetime
 
 
 class StepOut(Schema):
@@ -87,9 +103,15 @@ class OrderOut(Schema):
     failure_reason: str
     total_cents: int
     currency: str
-    saga_id: UUID | None
+    mode: FlowMode
+    saga_id: UUID | None = Field(
+        description="The saga's id, or in choreography the flow's correlation id."
+    )
     saga_status: str | None
     steps: list[StepOut]
+    events: list[FlowEventOut] = Field(
+        description="In choreography, the flow's events as the tracker saw them."
+    )
 
 
 class ErrorOut(Schema):
@@ -99,15 +121,22 @@ class ErrorOut(Schema):
 
 def _order_out(order: Any) -> dict[str, Any]:
     summary = saga_summary(order.saga_id) if order.saga_id else None
+    flow = flow_summary(order.saga_id) if order.saga_id and not summary else None
+    mode = "orchestration" if summary or not order.saga_id else "choreography"
+    if summary and summary.get("definition") == "order_checkout_remote":
+        mode = "remote"
+    status = (summary or flow or {}).get("status")
     return {
         "id": order.pk,
         "status": order.status,
         "failure_reason": order.failure_reason,
         "total_cents": order.total_cents,
         "currency": order.currency,
+        "mode": mode,
         "saga_id": order.saga_id,
-        "saga_status": summary["status"] if summary else None,
+        "saga_status": status,
         "steps": summary["steps"] if summary else [],
+        "events": flow["events"] if flow else [],
     }
 
 
@@ -140,8 +169,16 @@ def create_order(
         description="Printable ASCII; the same key and body within the retention "
         "period return the first order.",
     ),
+    # ninja reads parameters from their defaults (B008 does not apply).
+    saga_mode: FlowMode | None = Header(  # noqa: B008
+        None,
+        alias="X-Saga-Mode",
+        description="`orchestration`, `remote` or `choreography`; the body's "
+        "`mode` wins.",
+    ),
 ) -> Status[dict[str, Any]]:
-    """Place a guest order; it is fulfilled asynchronously by the order saga.
+    """Place a guest order, fulfilled asynchronously by the order saga or by the
+    choreographed flow of events (``mode``).
 
     400: malformed JSON or invalid fields (each named); 413: body too large;
     422: an unknown SKU, or the Idempotency-Key reused with another body;
@@ -155,6 +192,7 @@ def create_order(
             payment_token=payload.payment_token,
             shipping_address=payload.shipping_address.model_dump(mode="json"),
             idempotency_key=idempotency_key,
+            mode=payload.mode or saga_mode,
         )
     except UnknownSku as exc:
         unknown = set(exc.skus)

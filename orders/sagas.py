@@ -10,8 +10,6 @@ from dataclasses import replace
 from typing import Any
 from uuid import UUID
 
-from django.conf import settings
-
 from inventory.services import OutOfStock, UnknownSku, stock_release, stock_reserve
 from orders.models import Order
 from orders.services import (
@@ -192,10 +190,16 @@ ORDER_SAGA_REMOTE = register(
 
 
 def order_saga_start(
-    order: Order, items: list[tuple[str, int]], *, payment_token: str
+    order: Order,
+    items: list[tuple[str, int]],
+    *,
+    payment_token: str,
+    remote: bool = False,
 ) -> UUID:
-    """Start the saga for a new order; call inside the transaction creating it."""
-    remote = getattr(settings, "ORDERS_FLOW", "orchestrated") == "remote"
+    """Start the saga for a new order; call inside the transaction creating it.
+
+    ``remote``: the variant whose stock the warehouse participant keeps.
+    """
     saga = saga_start(
         ORDER_SAGA_REMOTE if remote else ORDER_SAGA,
         business_key=f"order:{order.pk}",

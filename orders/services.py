@@ -10,12 +10,12 @@ from datetime import timedelta
 from enum import StrEnum
 from functools import partial
 from smtplib import SMTPRecipientsRefused
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import structlog
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.mail import send_mail
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
@@ -27,6 +27,17 @@ from inventory.services import UnknownSku
 from orders.models import Order, OrderLine, OrderStatus
 
 log = structlog.get_logger("orders")
+
+FlowMode = Literal["orchestration", "choreography", "remote"]
+FLOW_MODES: tuple[FlowMode, ...] = ("orchestration", "choreography", "remote")
+
+
+def flow_mode_default() -> FlowMode:
+    """Return the ``ORDERS_FLOW`` setting: how orders run unless a request says."""
+    mode = getattr(settings, "ORDERS_FLOW", "orchestration")
+    if mode not in FLOW_MODES:
+        raise ImproperlyConfigured(f"ORDERS_FLOW must be one of {FLOW_MODES}")
+    return mode  # type: ignore[return-value]
 
 
 class IdempotencyConflict(Exception):
@@ -56,22 +67,30 @@ def checkout(
     payment_token: str,
     shipping_address: dict[str, str],
     idempotency_key: str | None = None,
+    mode: FlowMode | None = None,
 ) -> tuple[Order, bool]:
-    """Create an order and start its saga in one transaction.
+    """Create an order and start its flow in one transaction.
 
     Return ``(order, created)``; a repeated request from the same customer under
     the same idempotency key, within ``ORDERS_IDEMPOTENCY_TTL``, returns the
     first order with ``created=False``. Keys are scoped per customer: another
     customer's key neither conflicts nor reveals anything.
+
+    ``mode`` picks the orchestrated saga (``remote``: with the warehouse
+    participant) or the choreographed flow (default: ``ORDERS_FLOW``).
     """
-    fingerprint = _fingerprint(
-        {
-            "customer_id": customer_id,
-            "lines": [[line.sku, line.quantity] for line in lines],
-            "payment_token": payment_token,
-            "shipping_address": shipping_address,
-        }
-    )
+    mode = mode or flow_mode_default()
+    request: dict[str, Any] = {
+        "customer_id": customer_id,
+        "lines": [[line.sku, line.quantity] for line in lines],
+        "payment_token": payment_token,
+        "shipping_address": shipping_address,
+    }
+    if mode == "choreography":
+        # Only when not the orchestration: keys stored before modes existed
+        # keep matching their requests.
+        request["mode"] = mode
+    fingerprint = _fingerprint(request)
     if idempotency_key:
         existing = _replay(customer_id, idempotency_key, fingerprint)
         if existing is not None:
@@ -85,6 +104,7 @@ def checkout(
                 shipping_address=shipping_address,
                 idempotency_key=idempotency_key,
                 fingerprint=fingerprint,
+                mode=mode,
             )
     except IntegrityError:
         # A concurrent request with the same key won the race.
@@ -126,7 +146,9 @@ def _create(
     shipping_address: dict[str, str],
     idempotency_key: str | None,
     fingerprint: str,
+    mode: FlowMode,
 ) -> Order:
+    from orders.choreography import order_flow_start
     from orders.sagas import order_saga_start
 
     products = products_by_sku(line.sku for line in lines)
@@ -150,12 +172,16 @@ def _create(
         )
         for line in lines
     )
-    # The token goes to the saga only, which scrubs it once the saga ends.
-    order.saga_id = order_saga_start(
-        order,
-        [(line.sku, line.quantity) for line in lines],
-        payment_token=payment_token,
-    )
+    items = [(line.sku, line.quantity) for line in lines]
+    # The token goes to the saga or the flow only, never to the order row; a
+    # saga scrubs it once it ends. In choreography the id is the flow's
+    # correlation id, the same role.
+    if mode == "choreography":
+        order.saga_id = order_flow_start(order, items, payment_token=payment_token)
+    else:
+        order.saga_id = order_saga_start(
+            order, items, payment_token=payment_token, remote=mode == "remote"
+        )
     order.save(update_fields=["saga_id"])
     return order
 
@@ -177,6 +203,17 @@ def order_fail(*, order_id: UUID | str, reason: str) -> None:
     Order.objects.filter(pk=order_id, status__in=_OPEN).update(
         status=OrderStatus.FAILED, failure_reason=reason, updated_at=Now()
     )
+
+
+def order_note_failure(*, order_id: UUID | str, reason: str) -> None:
+    """Keep the first reason a still-pending order is failing for.
+
+    In the choreographed flow the reason arrives with the failure event, and
+    the order fails only once the compensations it triggered are done.
+    """
+    Order.objects.filter(
+        pk=order_id, status=OrderStatus.PENDING, failure_reason=""
+    ).update(failure_reason=reason, updated_at=Now())
 
 
 def order_hold(*, order_id: UUID | str, reason: str) -> None:

@@ -21,10 +21,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 
 class Channel(kombu_redis.Channel):
-    def _connparams(self, asynchronous: bool = False) -> Any:  # type: ignore[misc]
+    def _connparams(self, asynchronous: bool = False) -> Any:
         if self.connection.client is None:
             raise RedisConnectionError("the broker connection is already closed")
-        return super()._connparams(asynchronous=asynchronous)
+        parent: Any = super()
+        return parent._connparams(asynchronous=asynchronous)
 
 
 class Transport(kombu_redis.Transport):

@@ -176,6 +176,7 @@ def saga_summary(saga_id: UUID | str) -> dict[str, object] | None:
         return None
     return {
         "id": saga.pk,
+        "definition": saga.definition,
         "status": saga.status,
         "steps": [summary.__dict__ for summary in step_summaries(saga)],
     }

@@ -19,8 +19,9 @@ def order_body(
     country: str = "DE",
     items: list[tuple[str, int]] | None = None,
     customer: str = "customer-1",
+    mode: str | None = None,
 ) -> dict[str, Any]:
-    return {
+    body: dict[str, Any] = {
         "customer_id": customer,
         "items": [
             {"sku": sku, "quantity": qty} for sku, qty in (items or [("WIDGET-1", 1)])
@@ -34,6 +35,9 @@ def order_body(
             "country": country,
         },
     }
+    if mode is not None:
+        body["mode"] = mode
+    return body
 
 
 def post_order(client: Client, body: dict[str, Any], **headers: str) -> Any:

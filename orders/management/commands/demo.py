@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.test import Client
 
+from sagas.events.testing import timeline, wait_for_flows
 from sagas.testing import compensations_run, wait_for_sagas
 
 
@@ -105,6 +107,7 @@ class Command(BaseCommand):
         processes = self._start_processes()
         try:
             failures = self._run(options["timeout"])
+            failures += self._run_choreography(options["timeout"])
         finally:
             for process in processes:
                 _stop(process)
@@ -112,6 +115,7 @@ class Command(BaseCommand):
             "\nOperators: `DJANGO_DEBUG=true python manage.py createsuperuser`, then "
             "`DJANGO_DEBUG=true python manage.py runserver` and open "
             "http://127.0.0.1:8000/admin/sagas/saga/"
+            " (choreographed flows: /admin/saga_events/flow/)"
         )
         if failures:
             raise CommandError(f"{failures} scenario(s) ended unexpectedly")
@@ -200,12 +204,58 @@ class Command(BaseCommand):
                     "yes" if ok else "NO",
                 )
             )
-        widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+        self._table(rows)
+        return failures
+
+    def _run_choreography(self, timeout: float) -> int:
+        """Place the same orders as a flow of events, with no orchestrator."""
+        client = Client(HTTP_HOST="localhost")
+        placed = []
+        for scenario in SCENARIOS:
+            response = client.post(
+                "/api/orders/",
+                json.dumps({**scenario.body, "mode": "choreography"}),
+                content_type="application/json",
+            )
+            if response.status_code != 202:
+                raise CommandError(
+                    f"{scenario.label}: {response.status_code} {response.content!r}"
+                )
+            placed.append(response.json())
+        self.stdout.write(
+            f"\nplaced {len(placed)} orders by choreography; waiting for their flows..."
+        )
+        started = time.monotonic()
+        wait_for_flows([p["saga_id"] for p in placed], timeout=timeout)
+        self.stdout.write(f"all flows finished in {time.monotonic() - started:.1f}s\n")
+        header = ("scenario", "order", "flow", "events", "ok")
+        rows = [header]
+        failures = 0
+        for scenario, order in zip(SCENARIOS, placed, strict=True):
+            detail = client.get(f"/api/orders/{order['id']}/").json()
+            ok = (
+                detail["status"] == scenario.order_status
+                and detail["saga_status"] == scenario.saga_status
+            )
+            failures += not ok
+            rows.append(
+                (
+                    scenario.label,
+                    detail["status"],
+                    detail["saga_status"],
+                    " > ".join(timeline(order["saga_id"])[1:]),
+                    "yes" if ok else "NO",
+                )
+            )
+        self._table(rows)
+        return failures
+
+    def _table(self, rows: Sequence[Sequence[str]]) -> None:
+        widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
             self.stdout.write(
                 "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
             )
-        return failures
 
 
 def _settings_module() -> str:
