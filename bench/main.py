@@ -38,6 +38,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also write three attempts per finished saga (slower to generate)",
     )
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="print where a sweeper pass and a worker's steps spend their time",
+    )
+    parser.add_argument(
         "--skip",
         action="append",
         default=[],
@@ -134,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             due=args.due,
             starts=args.starts,
             finished_attempts=args.finished_attempts,
+            profile=args.profile,
         )
         progress(f"scale: rows written in {result.generate_s:.0f}s")
     harness.reset()
@@ -196,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     met = sum(1 for t in targets if t.met)
     print(f"\n{met} of {len(targets)} targets met.")
+    if result is not None and result.sweep_profile:
+        print("\nOne warm sweeper pass, profiled (pyinstrument):")
+        print(result.sweep_profile)
     if result is not None:
         print("\nEXPLAIN (ANALYZE, BUFFERS), second run of each query:")
         for explained in result.explained:
