@@ -45,7 +45,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="print where a sweeper pass and a worker's steps spend their time",
+        help="profile a sweeper pass and the step path in this process",
     )
     parser.add_argument(
         "--skip",
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from django.db import connection
 
     import bench.tasks  # noqa: F401  (registers the baseline's tasks here too)
-    from bench import report, scale, throughput
+    from bench import report, scale, stepprobe, throughput
     from config.celery import app
 
     began = time.monotonic()
@@ -153,6 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             profile=args.profile,
         )
         progress(f"scale: rows written in {result.generate_s:.0f}s")
+    probe = None
+    if args.profile:
+        harness.reset()
+        progress("profiling the step path in this process")
+        probe = stepprobe.run(300)
     harness.reset()
     harness.close()
     with connection.cursor() as cursor:
@@ -223,6 +228,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     met = sum(1 for t in targets if t.met)
     print(f"\n{met} of {len(targets)} targets met.")
+    if probe is not None:
+        print(
+            f"\nThe step path in one process, no broker ({probe.sagas} no-op 3-step"
+            f" sagas, inline): {probe.statements_per_saga} statements and"
+            f" {probe.transactions_per_saga} transactions per saga,"
+            f" {probe.cpu_ms_per_saga:.2f} ms CPU and {probe.wall_ms_per_saga:.2f} ms"
+            " wall per saga; profiled (pyinstrument):"
+        )
+        print(probe.profile)
     if result is not None and result.sweep_profile:
         print("\nOne warm sweeper pass, profiled (pyinstrument):")
         print(result.sweep_profile)
