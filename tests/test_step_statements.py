@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from sagas.engine import machine, saga_start, step_execute
@@ -90,3 +90,32 @@ def test_the_lock_reads_the_saga_and_its_attempt_as_the_orm_would() -> None:
     assert abs(locked.db_now.timestamp() - time.time()) < 60  # type: ignore[attr-defined]
     assert not locked._state.adding
     assert locked._state.db == "default"
+
+
+def test_saving_fields_writes_values_and_database_expressions_like_save() -> None:
+    # given: a saga with new context, a database-time wake-up and no attempt
+    definition = define("c")
+    with transaction.atomic():
+        saga = saga_start(definition, business_key=f"save:{uuid.uuid4()}")
+    saga.context = {"paid": True, "lines": [1]}
+    saga.wake_at = machine.db_in(3600)  # type: ignore[assignment]
+    saga.current_attempt = None
+
+    # when: those fields are written
+    machine.save_fields(saga, ["context", "wake_at", "current_attempt"])
+
+    # then: they read back as written, the wake-up an hour after the database's now
+    stored = Saga.objects.get(pk=saga.pk)
+    assert stored.context == {"paid": True, "lines": [1]}
+    assert stored.current_attempt_id is None
+    assert stored.wake_at is not None
+    assert 3500 < stored.wake_at.timestamp() - time.time() < 3700
+
+
+def test_saving_fields_of_a_missing_row_is_an_error() -> None:
+    # given: a saga that was never inserted
+    saga = Saga(definition="none", version=1, business_key="missing")
+
+    # when / then
+    with pytest.raises(DatabaseError):
+        machine.save_fields(saga, ["context"])
