@@ -119,3 +119,22 @@ def test_saving_fields_of_a_missing_row_is_an_error() -> None:
     # when / then
     with pytest.raises(DatabaseError):
         machine.save_fields(saga, ["context"])
+
+
+def test_a_start_writes_the_saga_once_with_its_first_attempt() -> None:
+    # given
+    definition = define("c", "c")
+
+    # when: a saga starts in its own transaction
+    with CaptureQueriesContext(connection) as captured, transaction.atomic():
+        saga = saga_start(definition, business_key=f"start:{uuid.uuid4()}")
+    statements = [query["sql"] for query in captured.captured_queries]
+
+    # then: BEGIN, the attempt, the saga, the events, COMMIT; nothing updated
+    assert len(statements) <= 5, statements
+    assert not [sql for sql in statements if sql.startswith("UPDATE")]
+    stored = Saga.objects.select_related("current_attempt").get(pk=saga.pk)
+    assert stored.status == SagaStatus.PENDING
+    assert stored.current_attempt is not None
+    assert stored.current_attempt.status == "dispatched"
+    assert stored.wake_at is not None

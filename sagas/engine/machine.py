@@ -530,6 +530,8 @@ def create(
     actor: str,
 ) -> Saga:
     """Insert a pending saga and its first attempt (sent after commit)."""
+    # The id is set here, so the first attempt can point to the saga before
+    # the saga row is written (foreign keys are checked at commit).
     saga = Saga(
         definition=definition.name,
         version=definition.version,
@@ -537,12 +539,15 @@ def create(
         context=dict(context),
         status=SagaStatus.PENDING,
     )
-    saga.save(force_insert=True)
     tx = Transition(saga, actor)
     tx.events.append(
         SagaEvent(saga_id=saga.pk, actor=tx.actor, new_status=SagaStatus.PENDING)
     )
     advance(tx, definition, index=0, kind=AttemptKind.ACTION, number=1)
+    # One INSERT with the first attempt already current, not an INSERT and
+    # an UPDATE.
+    saga.save(force_insert=True)
+    tx.saga_fields.clear()
     tx.commit()
     return saga
 
