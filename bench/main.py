@@ -38,10 +38,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also write three attempts per finished saga (slower to generate)",
     )
     parser.add_argument(
+        "--workers",
+        default="1,2,4",
+        help="worker processes for the sizing bursts (comma-separated)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile a sweeper pass and the step path in this process",
+    )
+    parser.add_argument(
         "--skip",
         action="append",
         default=[],
-        choices=["raw", "engine", "info", "order", "scale"],
+        choices=["raw", "engine", "info", "order", "scale", "workers"],
         help="leave a part out (repeatable)",
     )
     return parser.parse_args(argv)
@@ -97,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from django.db import connection
 
     import bench.tasks  # noqa: F401  (registers the baseline's tasks here too)
-    from bench import report, scale, throughput
+    from bench import report, scale, stepprobe, throughput
     from config.celery import app
 
     began = time.monotonic()
@@ -108,21 +118,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         app, dict(os.environ), var_dir / "logs", os.environ["DATABASE_URL"]
     )
     phases = [
-        ("raw", throughput.RAW, "serial", args.serial),
-        ("raw", throughput.RAW, "burst", args.burst),
-        ("engine", throughput.ENGINE, "serial", args.serial),
-        ("engine", throughput.ENGINE, "burst", args.burst),
-        ("info", throughput.ENGINE_INFO, "burst", args.burst),
-        ("order", throughput.ORDER, "burst", args.order),
+        ("raw", throughput.RAW, "serial", args.serial, 2),
+        ("raw", throughput.RAW, "burst", args.burst, 2),
+        ("engine", throughput.ENGINE, "serial", args.serial, 2),
+        ("engine", throughput.ENGINE, "burst", args.burst, 2),
+        ("info", throughput.ENGINE_INFO, "burst", args.burst, 2),
+        ("order", throughput.ORDER, "burst", args.order, 2),
     ]
+    # Sizing: the same bursts with other worker process counts (2 is above).
+    for concurrency in sorted({int(c) for c in args.workers.split(",") if c} - {2}):
+        phases += [
+            ("workers", throughput.RAW, "burst", args.burst, concurrency),
+            ("workers", throughput.ENGINE, "burst", args.burst, concurrency),
+        ]
     runs = []
     autovacuum_paused = harness.db.pause_autovacuum()
     try:
-        for part, workload, mode, n in phases:
+        for part, workload, mode, n, concurrency in phases:
             if part in args.skip:
                 continue
-            progress(f"{workload.name}, {mode}, N={n}")
-            runs.append(throughput.run(harness, workload, mode, n))
+            progress(f"{workload.name}, {mode}, N={n}, -c {concurrency}")
+            runs.append(throughput.run(harness, workload, mode, n, concurrency))
     finally:
         if autovacuum_paused:
             harness.db.resume_autovacuum()
@@ -136,8 +152,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             due=args.due,
             starts=args.starts,
             finished_attempts=args.finished_attempts,
+            profile=args.profile,
         )
         progress(f"scale: rows written in {result.generate_s:.0f}s")
+    probe = None
+    if args.profile:
+        harness.reset()
+        progress("profiling the step path in this process")
+        probe = stepprobe.run(300)
     harness.reset()
     harness.close()
     with connection.cursor() as cursor:
@@ -149,8 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Saga engine benchmark: {os.cpu_count()} CPUs, Python"
         f" {platform.python_version()}, PostgreSQL {pg_version}, Redis"
         f" {harness.redis_version}; settings {os.environ['DJANGO_SETTINGS_MODULE']};"
-        " workers: prefork -c 2, acks_late, prefetch 1, LOG_LEVEL=WARNING unless"
-        " said, DEBUG off"
+        " workers: prefork -c 2 unless said, acks_late, prefetch 1,"
+        " LOG_LEVEL=WARNING unless said, DEBUG off"
     )
     print()
     if runs:
@@ -174,6 +196,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print()
         print(report.table(["ratio", "value"], report.ratios(runs)))
         print()
+        sizing = report.sizing_rows(runs)
+        if sizing:
+            print(
+                "Sizing (no-op 3-step burst): throughput by worker processes, and"
+                " the PostgreSQL CPU each saga costs. One PostgreSQL core carries"
+                " 1 / (PG CPU per saga) sagas/s before it saturates; ratios are"
+                " engine / raw chain at the same worker count."
+            )
+            print(report.table(report.SIZING_HEADERS, sizing))
+            print()
         busy = [run for run in runs if run.others_load > OTHERS_WARN]
         if busy:
             print(
@@ -198,6 +230,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     met = sum(1 for t in targets if t.met)
     print(f"\n{met} of {len(targets)} targets met.")
+    if probe is not None:
+        print(
+            f"\nThe step path in one process, no broker ({probe.sagas} no-op 3-step"
+            f" sagas, inline): {probe.statements_per_saga} statements and"
+            f" {probe.transactions_per_saga} transactions per saga,"
+            f" {probe.cpu_ms_per_saga:.2f} ms CPU and {probe.wall_ms_per_saga:.2f} ms"
+            " wall per saga; profiled (pyinstrument):"
+        )
+        print(probe.profile)
+    if result is not None and result.sweep_profile:
+        print("\nOne warm sweeper pass, profiled (pyinstrument):")
+        print(result.sweep_profile)
     if result is not None:
         print("\nEXPLAIN (ANALYZE, BUFFERS), second run of each query:")
         for explained in result.explained:

@@ -46,8 +46,9 @@ def _f(value: float | None, digits: int = 1) -> str:
 
 def runs_table(runs: Sequence[Run]) -> str:
     headers = [
-        "workload", "mode", "N", "sagas/s", "p50 ms", "p95 ms", "p99 ms",
-        "worker CPU ms/saga", "PG CPU ms/saga", "worker RSS MB before>after",
+        "workload", "mode", "-c", "N", "sagas/s", "p50 ms", "p95 ms", "p99 ms",
+        "worker CPU ms/saga", "PG CPU ms/saga", "sagas/s per PG core",
+        "worker RSS MB before>after",
         "PSS MB after", "xact/step", "sessions/step", "not done", "others' cores",
     ]  # fmt: skip
     rows = []
@@ -56,6 +57,7 @@ def runs_table(runs: Sequence[Run]) -> str:
             [
                 run.workload,
                 run.mode,
+                str(run.concurrency),
                 str(run.n),
                 _f(run.rate),
                 _f(run.percentile(0.50) * 1000),
@@ -63,6 +65,7 @@ def runs_table(runs: Sequence[Run]) -> str:
                 _f(run.percentile(0.99) * 1000),
                 _f(run.cpu * 1000 / run.n, 2),
                 _f(None if run.pg_cpu is None else run.pg_cpu * 1000 / run.n, 2),
+                _per_core(run),
                 f"{run.before.worker.rss_mb:.0f}>{run.after.worker.rss_mb:.0f}",
                 _f(run.after.worker.pss_mb, 0),
                 _f(run.commits_per_step, 2),
@@ -74,11 +77,65 @@ def runs_table(runs: Sequence[Run]) -> str:
     return table(headers, rows)
 
 
-def _find(runs: Sequence[Run], workload: str, mode: str) -> Run | None:
+def _per_core(run: Run) -> str:
+    """Return the sagas/s one PostgreSQL core would carry, if PostgreSQL was busy.
+
+    Below a tick of CPU over the phase (the raw chain never queries it) the
+    figure would be noise.
+    """
+    if run.pg_cpu is None or run.pg_cpu < 0.05:
+        return "-"
+    return _f(run.sagas_per_pg_core, 0)
+
+
+def _find(
+    runs: Sequence[Run], workload: str, mode: str, concurrency: int = 2
+) -> Run | None:
     for run in runs:
-        if run.workload == workload and run.mode == mode:
+        if (
+            run.workload == workload
+            and run.mode == mode
+            and run.concurrency == concurrency
+        ):
             return run
     return None
+
+
+SIZING_HEADERS = [
+    "worker processes", "raw sagas/s", "engine sagas/s", "engine / raw",
+    "engine worker CPU ms/saga", "engine / raw CPU", "engine PG CPU ms/saga",
+    "sagas/s per PG core", "others' cores",
+]  # fmt: skip
+
+
+def sizing_rows(runs: Sequence[Run]) -> list[list[str]]:
+    """Return one row per worker count measured with both the chain and the engine.
+
+    The raw chain never touches PostgreSQL: its per-core figure is unbounded,
+    so the engine's stands without a ratio.
+    """
+    rows = []
+    counts = sorted({run.concurrency for run in runs if run.mode == "burst"})
+    for concurrency in counts:
+        raw = _find(runs, "raw chain", "burst", concurrency)
+        engine = _find(runs, "engine", "burst", concurrency)
+        if raw is None or engine is None:
+            continue
+        pg_ms = engine.pg_cpu_per_saga
+        rows.append(
+            [
+                str(concurrency),
+                _f(raw.rate),
+                _f(engine.rate),
+                _x(engine.rate, raw.rate),
+                _f(engine.cpu * 1000 / engine.n, 2),
+                _x(engine.cpu / engine.n, raw.cpu / raw.n),
+                _f(None if pg_ms is None else pg_ms * 1000, 2),
+                _per_core(engine),
+                _f(max(raw.others_load, engine.others_load), 2),
+            ]
+        )
+    return rows
 
 
 def ratios(runs: Sequence[Run]) -> list[tuple[str, str]]:
@@ -133,8 +190,8 @@ def targets(runs: Sequence[Run], scale: ScaleResult | None) -> list[Target]:
             Target(
                 "engine no-op burst throughput / raw chain",
                 f"{ratio:.2f}x ({engine.rate:.0f} vs {raw.rate:.0f} sagas/s)",
-                ">= 0.75x",
-                ratio >= 0.75,
+                ">= 1.0x",
+                ratio >= 1.0,
             )
         )
     if engine:
@@ -142,8 +199,24 @@ def targets(runs: Sequence[Run], scale: ScaleResult | None) -> list[Target]:
             Target(
                 "DB transactions per step, happy path (engine burst)",
                 f"{engine.commits_per_step:.2f}",
-                "<= 1.5",
-                engine.commits_per_step <= 1.5,
+                "<= 1.0",
+                # Compared as printed, to two decimals.
+                round(engine.commits_per_step, 2) <= 1.0,
+            )
+        )
+    serial_raw, serial_engine = (
+        _find(runs, "raw chain", "serial"),
+        _find(runs, "engine", "serial"),
+    )
+    if serial_raw and serial_engine:
+        ratio = serial_engine.percentile(0.5) / serial_raw.percentile(0.5)
+        out.append(
+            Target(
+                "serial p50 latency / raw chain's",
+                f"{ratio:.2f}x ({serial_engine.percentile(0.5) * 1000:.1f}"
+                f" vs {serial_raw.percentile(0.5) * 1000:.1f} ms)",
+                "<= 1.5x",
+                ratio <= 1.5,
             )
         )
     if raw and engine:

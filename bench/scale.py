@@ -62,12 +62,12 @@ FROM generate_series(%(finished)s, 1, -1) AS i
 # generation time and changes none of the queries measured).
 FINISHED_ATTEMPTS_SQL = """
 INSERT INTO sagas_stepattempt (
-    saga_id, step, step_index, kind, number, status, deliveries, dispatches,
-    created_at, dispatched_at, started_at, finished_at, deadline_at,
-    error_type, error, result
+    saga_id, step, step_index, kind, number, try_number, status, effects_possible,
+    deliveries, dispatches, created_at, dispatched_at, started_at, finished_at,
+    deadline_at, error_type, error, result
 )
 SELECT s.id, (ARRAY['do_first', 'do_second', 'do_third'])[n + 1], n, 'action', 1,
-    'succeeded', 0, 1, s.created_at, s.created_at, s.created_at, s.updated_at,
+    1, 'succeeded', false, 0, 1, s.created_at, s.created_at, s.created_at, s.updated_at,
     s.created_at + interval '60 seconds', '', '', NULL
 FROM sagas_saga s CROSS JOIN generate_series(0, 2) AS n
 WHERE s.business_key LIKE 'scale:done:%%'
@@ -103,14 +103,17 @@ WITH created AS (
     RETURNING id, business_key, current_step
 )
 INSERT INTO sagas_stepattempt (
-    saga_id, step, step_index, kind, number, status, deliveries, dispatches,
-    created_at, not_before, dispatched_at, deadline_at, error_type, error, result
+    saga_id, step, step_index, kind, number, try_number, status, effects_possible,
+    deliveries, dispatches, created_at, not_before, dispatched_at, deadline_at,
+    error_type, error, result
 )
 SELECT
     c.id, (ARRAY['do_first', 'do_second', 'do_third'])[c.current_step + 1],
     c.current_step, 'action',
     CASE WHEN a.i <= %(due)s * 4 / 10 THEN 2 ELSE 1 END,
+    CASE WHEN a.i <= %(due)s * 4 / 10 THEN 2 ELSE 1 END,
     CASE WHEN a.i <= %(due)s * 4 / 10 THEN 'scheduled' ELSE 'dispatched' END,
+    false,
     0,
     CASE WHEN a.i <= %(due)s * 4 / 10 THEN 0 ELSE 1 END,
     now() - interval '90 seconds',
@@ -174,11 +177,19 @@ class ScaleResult:
     gauges_ms: float = 0.0
     start_p50_ms: float = 0.0
     start_p95_ms: float = 0.0
+    # pyinstrument's text output for one more warm pass, when asked for.
+    sweep_profile: str = ""
     explained: list[Explained] = field(default_factory=list)
 
 
 def run(
-    *, finished: int, active: int, due: int, starts: int, finished_attempts: bool
+    *,
+    finished: int,
+    active: int,
+    due: int,
+    starts: int,
+    finished_attempts: bool,
+    profile: bool = False,
 ) -> ScaleResult:
     """Fill the tables, then time a sweeper pass, the changelist and saga_start."""
     began = time.monotonic()
@@ -205,6 +216,8 @@ def run(
         sweep()
         warm.append((time.perf_counter() - began) * 1000)
     result.sweep_due_ms = statistics.median(warm)
+    if profile:
+        result.sweep_profile = _profile_sweep(due)
     idle = []
     for _ in range(5):
         began = time.perf_counter()
@@ -226,6 +239,18 @@ def run(
     result.start_p50_ms = statistics.median(timings)
     result.start_p95_ms = statistics.quantiles(timings, n=20)[-1]
     return result
+
+
+def _profile_sweep(due: int) -> str:
+    """Return where one more warm pass over ``due`` lapsed sagas spends its time."""
+    from pyinstrument import Profiler
+
+    with connection.cursor() as cursor:
+        cursor.execute(LAPSE_SQL, {"due": due})
+    profiler = Profiler(interval=0.0002)
+    with profiler:
+        sweep()
+    return profiler.output_text(color=False, short_mode=True)
 
 
 def _generate(*, finished: int, active: int, due: int, attempts: bool) -> None:

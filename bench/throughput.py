@@ -55,6 +55,8 @@ class Run:
     sessions: int
     submit_elapsed: float = 0.0
     not_completed: int = 0
+    # Worker processes (prefork concurrency) that ran the phase.
+    concurrency: int = 2
 
     @property
     def cpu(self) -> float:
@@ -87,6 +89,17 @@ class Run:
             )
         )
         return max(0.0, (self.after.busy - self.before.busy - ours) / wall)
+
+    @property
+    def pg_cpu_per_saga(self) -> float | None:
+        """Return PostgreSQL's CPU seconds per saga (all its processes)."""
+        return None if self.pg_cpu is None else self.pg_cpu / self.n
+
+    @property
+    def sagas_per_pg_core(self) -> float | None:
+        """Return the sagas/s one PostgreSQL core would carry before it saturates."""
+        per_saga = self.pg_cpu_per_saga
+        return 1.0 / per_saga if per_saga else None
 
     @property
     def rate(self) -> float:
@@ -245,7 +258,9 @@ ORDER = Workload(
 )
 
 
-def run(harness: Harness, workload: Workload, mode: str, n: int) -> Run:
+def run(
+    harness: Harness, workload: Workload, mode: str, n: int, concurrency: int = 2
+) -> Run:
     """Measure ``n`` sagas of ``workload``, one at a time or as one burst."""
     harness.reset()
     if workload.prepare is not None:
@@ -253,10 +268,11 @@ def run(harness: Harness, workload: Workload, mode: str, n: int) -> Run:
     slug = workload.name.split(",")[0].replace(" ", "-")
     worker = Worker(
         harness.app,
-        f"bench-{slug}-{mode}-{workload.loglevel}",
+        f"bench-{slug}-{mode}-{workload.loglevel}-c{concurrency}",
         harness.env,
         harness.log_dir,
         loglevel=workload.loglevel,
+        concurrency=concurrency,
     ).start()
     try:
         window = (_serial if mode == "serial" else _burst)(harness, workload, worker, n)
@@ -281,6 +297,7 @@ def run(harness: Harness, workload: Workload, mode: str, n: int) -> Run:
         sessions=final.sessions - window.counters.sessions - window.harness_sessions,
         submit_elapsed=window.submit_elapsed,
         not_completed=n - len(latencies),
+        concurrency=concurrency,
     )
 
 

@@ -100,7 +100,9 @@ def broker(
 
 @pytest.fixture
 def broker_env(broker: str) -> dict[str, str]:
-    return {"CELERY_BROKER_URL": broker_url(broker)}
+    url = broker_url(broker)
+    # The embedded suite names no broker URL: its processes use the default.
+    return {"CELERY_BROKER_URL": url} if url else {}
 
 
 @pytest.fixture(scope="module")

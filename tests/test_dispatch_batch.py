@@ -1,0 +1,82 @@
+"""Step messages sent as a batch (the sweeper's re-sends) on the Redis transport."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from redis.connection import Connection
+
+from sagas.dispatch import STEP_TASK, Send, send_many
+
+pytestmark = pytest.mark.usefixtures("redis_broker")
+
+
+@pytest.fixture
+def redis_broker() -> Iterator[redis.Redis]:
+    url = os.environ.get("CELERY_BROKER_URL", "")
+    if not url.startswith("redis"):
+        pytest.fail("these tests need Redis: run them with `make test`", pytrace=False)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+def _messages(client: redis.Redis, key: str) -> list[dict[str, Any]]:
+    return [json.loads(raw) for raw in client.lrange(key, 0, -1)]
+
+
+def test_a_batch_keeps_each_message_on_its_priority_list(
+    redis_broker: redis.Redis,
+) -> None:
+    # Given a saga start and two continuations sent as one batch
+    start = Send(uuid.uuid4(), 1, 60.0, first=True)
+    continuations = [Send(uuid.uuid4(), n, 60.0) for n in (2, 3)]
+
+    # When they are sent
+    send_many([start, *continuations])
+
+    # Then continuations wait on the list served first and the start on the
+    # priority-6 list, each with its task, arguments and hard time limit
+    served_first = _messages(redis_broker, "celery")
+    later = _messages(redis_broker, "celery:6")
+    assert [m["headers"]["task"] for m in served_first + later] == [STEP_TASK] * 3
+    assert sorted(m["headers"]["argsrepr"] for m in served_first) == sorted(
+        repr((str(s.saga_id), s.attempt_id)) for s in continuations
+    )
+    assert [m["headers"]["argsrepr"] for m in later] == [repr((str(start.saga_id), 1))]
+    body = json.loads(base64.b64decode(later[0]["body"]))
+    assert body[0] == [str(start.saga_id), 1]
+    assert later[0]["headers"]["timelimit"][0] > 60.0
+
+
+def test_a_batch_reaches_redis_in_one_round_trip(
+    redis_broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given fifty re-sends, and a count of the writes redis-py makes
+    sends = [Send(uuid.uuid4(), n, 60.0) for n in range(50)]
+    send_many(sends[:2])  # connect and declare the queue first
+    redis_broker.flushdb()
+    writes: list[int] = []
+    original = Connection.send_packed_command
+
+    def counted(self: Connection, command: Any, check_health: bool = True) -> None:
+        writes.append(1)
+        original(self, command, check_health)
+
+    monkeypatch.setattr(Connection, "send_packed_command", counted)
+
+    # When they are sent as one batch
+    send_many(sends)
+
+    # Then all fifty are queued with a single write, not one per message
+    monkeypatch.undo()
+    assert redis_broker.llen("celery") == 50
+    assert len(writes) == 1

@@ -1,0 +1,140 @@
+"""The happy path in statements: what one step sends to the database.
+
+Counted with Django's query capture on PostgreSQL, in this process; BEGIN and
+COMMIT are counted too (each is a round trip).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from django.db import DatabaseError, connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from sagas.engine import machine, saga_start, step_execute
+from sagas.models import Saga, StepAttempt
+from sagas.states import SagaStatus
+from tests.engine_support import cleanup, define
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# Per step: BEGIN, the lock (saga and attempt in one query), the attempt's
+# result, the next attempt, the saga, the events, COMMIT.
+STATEMENTS_PER_STEP = 7
+
+
+@pytest.fixture(autouse=True)
+def _definitions() -> Iterator[None]:
+    yield from cleanup()
+
+
+def _statements(saga_id: uuid.UUID, attempt_id: int) -> list[str]:
+    with CaptureQueriesContext(connection) as captured:
+        step_execute(saga_id, attempt_id)
+    return [query["sql"] for query in captured.captured_queries]
+
+
+def test_a_happy_step_takes_one_transaction_of_seven_statements() -> None:
+    # given: a three-step saga whose first step has run
+    definition = define("c", "c", "c")
+    with transaction.atomic():
+        saga = saga_start(definition, business_key=f"count:{uuid.uuid4()}")
+    assert saga.current_attempt_id is not None
+    step_execute(saga.pk, saga.current_attempt_id)
+    saga.refresh_from_db()
+    assert saga.current_attempt_id is not None
+
+    # when: the middle step runs
+    statements = _statements(saga.pk, saga.current_attempt_id)
+
+    # then: one transaction, the lock first, nothing read twice
+    assert statements[0] == "BEGIN"
+    assert statements[-1] == "COMMIT"
+    assert statements.count("BEGIN") == 1
+    assert "FOR UPDATE" in statements[1]
+    assert len(statements) <= STATEMENTS_PER_STEP, statements
+    saga.refresh_from_db()
+    assert saga.current_step == 2
+    assert saga.status == SagaStatus.RUNNING
+
+
+def test_the_lock_reads_the_saga_and_its_attempt_as_the_orm_would() -> None:
+    # given: a saga with a context and a dispatched first attempt
+    definition = define("c", "c")
+    with transaction.atomic():
+        started = saga_start(
+            definition,
+            business_key=f"lock:{uuid.uuid4()}",
+            context={"order": {"lines": [1, 2]}, "note": "ü"},
+        )
+
+    # when: it is locked
+    with transaction.atomic():
+        locked = machine.lock_saga(str(started.pk))
+        missing = machine.lock_saga(uuid.uuid4())
+
+    # then: every field matches the ORM's reading, with the database time
+    assert locked is not None
+    assert missing is None
+    expected = Saga.objects.select_related("current_attempt").get(pk=started.pk)
+    for field in Saga._meta.concrete_fields:
+        assert getattr(locked, field.attname) == getattr(expected, field.attname)
+    assert locked.current_attempt is not None
+    for field in StepAttempt._meta.concrete_fields:
+        assert getattr(locked.current_attempt, field.attname) == getattr(
+            expected.current_attempt, field.attname
+        )
+    assert abs(locked.db_now.timestamp() - time.time()) < 60  # type: ignore[attr-defined]
+    assert not locked._state.adding
+    assert locked._state.db == "default"
+
+
+def test_saving_fields_writes_values_and_database_expressions_like_save() -> None:
+    # given: a saga with new context, a database-time wake-up and no attempt
+    definition = define("c")
+    with transaction.atomic():
+        saga = saga_start(definition, business_key=f"save:{uuid.uuid4()}")
+    saga.context = {"paid": True, "lines": [1]}
+    saga.wake_at = machine.db_in(3600)  # type: ignore[assignment]
+    saga.current_attempt = None
+
+    # when: those fields are written
+    machine.save_fields(saga, ["context", "wake_at", "current_attempt"])
+
+    # then: they read back as written, the wake-up an hour after the database's now
+    stored = Saga.objects.get(pk=saga.pk)
+    assert stored.context == {"paid": True, "lines": [1]}
+    assert stored.current_attempt_id is None
+    assert stored.wake_at is not None
+    assert 3500 < stored.wake_at.timestamp() - time.time() < 3700
+
+
+def test_saving_fields_of_a_missing_row_is_an_error() -> None:
+    # given: a saga that was never inserted
+    saga = Saga(definition="none", version=1, business_key="missing")
+
+    # when / then
+    with pytest.raises(DatabaseError):
+        machine.save_fields(saga, ["context"])
+
+
+def test_a_start_writes_the_saga_once_with_its_first_attempt() -> None:
+    # given
+    definition = define("c", "c")
+
+    # when: a saga starts in its own transaction
+    with CaptureQueriesContext(connection) as captured, transaction.atomic():
+        saga = saga_start(definition, business_key=f"start:{uuid.uuid4()}")
+    statements = [query["sql"] for query in captured.captured_queries]
+
+    # then: BEGIN, the attempt, the saga, the events, COMMIT; nothing updated
+    assert len(statements) <= 5, statements
+    assert not [sql for sql in statements if sql.startswith("UPDATE")]
+    stored = Saga.objects.select_related("current_attempt").get(pk=saga.pk)
+    assert stored.status == SagaStatus.PENDING
+    assert stored.current_attempt is not None
+    assert stored.current_attempt.status == "dispatched"
+    assert stored.wake_at is not None
