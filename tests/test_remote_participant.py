@@ -9,20 +9,23 @@ from __future__ import annotations
 import os
 import random
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import transaction
 from django.db.models import Sum
 from django.test import Client
 
 from orders.models import Order, OrderStatus
 from participants.warehouse import store
 from payments.models import GatewayLedgerEntry
-from sagas.models import StepAttempt
+from sagas.engine import saga_start
+from sagas.models import SagaEvent, StepAttempt
 from sagas.states import AttemptStatus, SagaStatus
-from sagas.testing import wait_for_sagas
+from sagas.testing import compensations_run, wait_for_sagas
 from tests.helpers import place_order
 from tests.processes import Participant
 
@@ -182,3 +185,31 @@ def test_kill9_of_participant_and_orchestrator_workers_loses_nothing(
         assert order.status == expected
     _assert_books_balance()
     assert os.environ.get("WAREHOUSE_DB")
+
+
+@pytest.mark.parametrize(
+    ("definition", "status", "compensated"),
+    [
+        ("test_silent_remote", SagaStatus.COMPENSATED, ["step_two", "step_one"]),
+        ("test_silent_remote_pivot", SagaStatus.FAILED, []),
+    ],
+)
+def test_a_reply_that_never_comes_times_out_by_the_database_clock(
+    worker: Any, start_beat: Any, definition: str, status: str, compensated: list[str]
+) -> None:
+    # given: a remote step whose participant never answers, a 2 s timeout
+    start_beat()
+    with transaction.atomic():
+        saga = saga_start(definition, business_key=f"silent:{uuid.uuid4()}")
+
+    # when
+    [saga] = wait_for_sagas([saga.pk], timeout=60)
+
+    # then: the sweeper timed it out; it compensates, or parks as a pivot
+    timed_out = StepAttempt.objects.get(saga=saga, step="step_two", kind="action")
+    assert timed_out.status == AttemptStatus.TIMED_OUT
+    assert saga.status == status
+    assert compensations_run(saga.pk) == compensated
+    assert SagaEvent.objects.filter(
+        saga=saga, actor="sweeper", step="step_two", new_status="timed_out"
+    ).exists()

@@ -18,7 +18,14 @@ from django.db import transaction
 from django.db.models import F
 
 from config.routers import SANDBOX_ALIAS
-from sagas.definition import RetryPolicy, SagaDefinition, Step, StepContext
+from sagas.definition import (
+    Remote,
+    RetryPolicy,
+    SagaDefinition,
+    Step,
+    StepContext,
+    StepKind,
+)
 from sagas.errors import PermanentError, TransientError
 from sagas.registry import register
 from tests.sagatest.models import Effect, Fault
@@ -95,6 +102,30 @@ TIMEOUT_SAGA = register(
                 retry=RetryPolicy(max_attempts=2, backoff=0.05, max_backoff=0.1),
             )
             for name in ("step_one", "step_two")
+        ),
+    )
+)
+
+# A remote step whose participant never answers (nothing consumes its queue).
+_SILENT = Remote("nobody.listens", queue="nobody")
+_ONCE = RetryPolicy(max_attempts=1)
+
+SILENT_REMOTE_SAGA = register(
+    SagaDefinition(
+        name="test_silent_remote",
+        steps=(
+            Step("step_one", _run, compensation=_run, timeout=20, retry=_ONCE),
+            Step("step_two", _SILENT, compensation=_run, timeout=2, retry=_ONCE),
+        ),
+    )
+)
+
+SILENT_REMOTE_PIVOT_SAGA = register(
+    SagaDefinition(
+        name="test_silent_remote_pivot",
+        steps=(
+            Step("step_one", _run, compensation=_run, timeout=20, retry=_ONCE),
+            Step("step_two", _SILENT, kind=StepKind.PIVOT, timeout=2, retry=_ONCE),
         ),
     )
 )
