@@ -36,17 +36,29 @@ def install_sweep_schedule(*, every: float | None = None) -> tuple[Any, str]:
     an operator may have edited it. The outcome is ``installed``,
     ``updated`` or ``kept``.
     """
+    return install_periodic(
+        SWEEP_TASK_NAME,
+        SWEEP_TASK,
+        default_every=conf.get("SAGAS_SWEEP_INTERVAL"),
+        every=every,
+    )
+
+
+def install_periodic(
+    name: str, task_name: str, *, default_every: float, every: float | None
+) -> tuple[Any, str]:
+    """Create the periodic task ``name`` if missing; see install_sweep_schedule."""
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-    seconds = max(1, round(every or conf.get("SAGAS_SWEEP_INTERVAL")))
+    seconds = max(1, round(every or default_every))
     with transaction.atomic():
         schedule, _ = IntervalSchedule.objects.get_or_create(
             every=seconds, period=IntervalSchedule.SECONDS
         )
         task, created = PeriodicTask.objects.get_or_create(
-            name=SWEEP_TASK_NAME,
+            name=name,
             defaults={
-                "task": SWEEP_TASK,
+                "task": task_name,
                 "interval": schedule,
                 # A sweep that waited longer than this is stale: the next is due.
                 "expire_seconds": max(seconds * 5, 10),

@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError
 
 from sagas.events import conf
+from sagas.schedule import install_periodic
 
 log = structlog.get_logger("sagas.events")
 
@@ -25,28 +26,12 @@ def install_sweep_schedule(*, every: float | None = None) -> tuple[Any, str]:
     With ``every``, also set its interval. The outcome is ``installed``,
     ``updated`` or ``kept``.
     """
-    from django_celery_beat.models import IntervalSchedule, PeriodicTask
-
-    seconds = max(1, round(every or float(conf.get("SAGA_EVENTS_SWEEP_INTERVAL"))))
-    with transaction.atomic():
-        schedule, _ = IntervalSchedule.objects.get_or_create(
-            every=seconds, period=IntervalSchedule.SECONDS
-        )
-        task, created = PeriodicTask.objects.get_or_create(
-            name=SWEEP_TASK_NAME,
-            defaults={
-                "task": SWEEP_TASK,
-                "interval": schedule,
-                "expire_seconds": max(seconds * 5, 10),
-            },
-        )
-        if created:
-            return task, "installed"
-        if every is not None:
-            task.interval = schedule
-            task.save(update_fields=["interval"])
-            return task, "updated"
-    return task, "kept"
+    return install_periodic(
+        SWEEP_TASK_NAME,
+        SWEEP_TASK,
+        default_every=float(conf.get("SAGA_EVENTS_SWEEP_INTERVAL")),
+        every=every,
+    )
 
 
 def on_beat_init(sender: Any = None, **kwargs: Any) -> None:
