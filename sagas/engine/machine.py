@@ -967,8 +967,13 @@ def compensate_next(tx: Transition, definition: SagaDefinition) -> None:
     end(tx, definition, SagaStatus.COMPENSATED)
 
 
-def outcome(saga: Saga, status: str, note: str = "") -> SagaOutcome:
-    """Return what a definition's hooks receive about ``saga``."""
+def outcome(
+    saga: Saga, status: str, note: str = "", *, compensating: bool | None = None
+) -> SagaOutcome:
+    """Return what a definition's hooks receive about ``saga``.
+
+    ``compensating`` defaults to whether the saga is compensating now.
+    """
     return SagaOutcome(
         saga_id=saga.pk,
         business_key=saga.business_key,
@@ -977,7 +982,8 @@ def outcome(saga: Saga, status: str, note: str = "") -> SagaOutcome:
         error=saga.error,
         status=status,
         compensating=saga.status == SagaStatus.COMPENSATING
-        or bool(getattr(saga, "was_compensating", False)),
+        if compensating is None
+        else compensating,
         note=note,
     )
 
@@ -1006,8 +1012,6 @@ def park(tx: Transition, definition: SagaDefinition | None) -> None:
     ``on_failed`` runs in a savepoint: if it raises, the saga is parked anyway
     and the hook's error is added to ``last_error``.
     """
-    if tx.saga.status == SagaStatus.COMPENSATING:
-        tx.saga.was_compensating = True  # type: ignore[attr-defined]
     hook = definition.on_failed if definition is not None else None
     if hook is not None:
         try:
@@ -1036,8 +1040,14 @@ def resolve(tx: Transition, definition: SagaDefinition | None, note: str) -> Non
     """Close a parked saga by hand; ``on_resolved`` runs in this transaction."""
     if definition is not None and definition.on_resolved is not None:
         saga = tx.saga
-        saga.was_compensating = _was_compensating(saga)  # type: ignore[attr-defined]
-        definition.on_resolved(outcome(saga, SagaStatus.RESOLVED, note))
+        definition.on_resolved(
+            outcome(
+                saga,
+                SagaStatus.RESOLVED,
+                note,
+                compensating=_was_compensating(saga),
+            )
+        )
     tx.saga_status(SagaStatus.RESOLVED, detail=f"resolved: {note}")
     _close(tx)
 
