@@ -28,6 +28,10 @@ DEFAULTS: dict[str, float | int] = {
     # to the broker so other sagas get their turn. 0 steps turns it off.
     "SAGAS_INLINE_STEPS": 16,
     "SAGAS_INLINE_SECONDS": 2.0,
+    # PostgreSQL: bind the step path's statements on the server and prepare
+    # them once per connection. Turn off (0) behind a pooler that cannot keep
+    # prepared statements (PgBouncer in transaction mode before 1.21).
+    "SAGAS_PREPARED_STATEMENTS": 1,
     # Seconds a participant's signed HTTP reply stays valid.
     "SAGAS_REPLY_MAX_AGE": 300.0,
 }

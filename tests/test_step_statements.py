@@ -14,16 +14,17 @@ import pytest
 from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from sagas.engine import machine, saga_start, step_execute
+from sagas.engine import machine, saga_start, step_execute, writes
 from sagas.models import Saga, StepAttempt
 from sagas.states import SagaStatus
-from tests.engine_support import cleanup, define
+from tests.engine_support import cleanup, define, run_next, start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# Per step: BEGIN, the lock (saga and attempt in one query), the attempt's
-# result, the next attempt, the saga, the events, COMMIT.
-STATEMENTS_PER_STEP = 7
+# Per step: BEGIN, the lock (saga and attempt in one query), one statement
+# writing the attempt's result, the next attempt, the saga and the events,
+# COMMIT.
+STATEMENTS_PER_STEP = 4
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +38,7 @@ def _statements(saga_id: uuid.UUID, attempt_id: int) -> list[str]:
     return [query["sql"] for query in captured.captured_queries]
 
 
-def test_a_happy_step_takes_one_transaction_of_seven_statements() -> None:
+def test_a_happy_step_takes_one_transaction_of_four_statements() -> None:
     # given: a three-step saga whose first step has run
     definition = define("c", "c", "c")
     with transaction.atomic():
@@ -130,11 +131,70 @@ def test_a_start_writes_the_saga_once_with_its_first_attempt() -> None:
         saga = saga_start(definition, business_key=f"start:{uuid.uuid4()}")
     statements = [query["sql"] for query in captured.captured_queries]
 
-    # then: BEGIN, the attempt, the saga, the events, COMMIT; nothing updated
-    assert len(statements) <= 5, statements
+    # then: BEGIN, one statement inserting the attempt, the saga and the
+    # events, COMMIT; nothing updated
+    assert len(statements) == 3, statements
     assert not [sql for sql in statements if sql.startswith("UPDATE")]
     stored = Saga.objects.select_related("current_attempt").get(pk=saga.pk)
     assert stored.status == SagaStatus.PENDING
     assert stored.current_attempt is not None
     assert stored.current_attempt.status == "dispatched"
     assert stored.wake_at is not None
+
+
+def test_rows_kept_for_one_statement_are_written_once_with_their_last_values() -> None:
+    # given: a saga, and a batch that changes its row twice and adds an event
+    definition = define("c")
+    with transaction.atomic():
+        saga = saga_start(definition, business_key=f"batch:{uuid.uuid4()}")
+    batch = writes.Batch()
+    saga.last_error = "first"
+    batch.update(saga, ["last_error"])
+    saga.last_error = "second"
+    saga.failed_step = "step_1"
+    batch.update(saga, ["failed_step"])
+    called: list[int] = []
+    batch.then(lambda: called.append(1))
+
+    # when
+    with CaptureQueriesContext(connection) as captured, transaction.atomic():
+        batch.flush()
+
+    # then: one statement wrote both fields, the callback ran after it
+    writes_sent = [q["sql"] for q in captured.captured_queries if "UPDATE" in q["sql"]]
+    assert len(writes_sent) == 1, writes_sent
+    stored = Saga.objects.get(pk=saga.pk)
+    assert (stored.last_error, stored.failed_step) == ("second", "step_1")
+    assert called == [1]
+
+
+def test_a_kept_update_of_a_missing_row_is_an_error() -> None:
+    # given: a saga that was never inserted
+    batch = writes.Batch()
+    batch.update(Saga(definition="none", version=1, business_key="gone"), ["context"])
+
+    # when / then
+    with pytest.raises(DatabaseError), transaction.atomic():
+        batch.flush()
+
+
+def test_compensation_reads_the_failed_attempt_written_in_its_own_transaction() -> None:
+    # given: a saga whose second step fails half done after the first succeeded
+    definition = define("c", "c")
+    with transaction.atomic():
+        saga = start(definition, plan={"step_2:action": ["partial"]})
+
+    # when: both steps run, then the compensations
+    for _ in range(4):
+        run_next(saga.pk)
+
+    # then: the partly done step is compensated before the first, as the
+    # compensation order is read from attempts written in the same transaction
+    saga.refresh_from_db()
+    assert saga.status == SagaStatus.COMPENSATED
+    compensations = list(
+        StepAttempt.objects.filter(saga=saga, kind="compensation")
+        .order_by("id")
+        .values_list("step", flat=True)
+    )
+    assert compensations == ["step_2", "step_1"]

@@ -264,7 +264,7 @@ def _claim(saga_id: UUID | str, attempt_id: int) -> _Claim | _Parked | None:
         return None
     attempt = saga.current_attempt
     assert attempt is not None
-    tx = machine.Transition(saga, machine.ENGINE)
+    tx = machine.Transition(saga, machine.ENGINE, deferred=True)
     try:
         definition = machine.definition_of(saga)
         step = machine.step_of(definition, attempt)

@@ -37,9 +37,8 @@ from django.db import (
     transaction,
 )
 from django.db.models import F, Q, Value
-from django.db.models.expressions import CombinedExpression, ExpressionWrapper, RawSQL
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Least, Now
-from django.db.models.sql import UpdateQuery
 
 from sagas import conf, registry, tracing
 from sagas.definition import (
@@ -54,6 +53,7 @@ from sagas.definition import (
     WaitTimeout,
 )
 from sagas.dispatch import REPLY_TASK, Send, send_command_on_commit, send_many_on_commit
+from sagas.engine import writes
 from sagas.errors import OperatorActionRefused, SagaError, StepResultError
 from sagas.models import Saga, SagaEvent, StepAttempt
 from sagas.redaction import scrubbed_context
@@ -111,12 +111,9 @@ def error_fields(exc: BaseException) -> tuple[str, str]:
     return clean_text(kind, _ERROR_TYPE_MAX), clean_text(message, _ERROR_MAX)
 
 
-def db_in(seconds: float) -> ExpressionWrapper:
+def db_in(seconds: float) -> writes.DbTime:
     """Return "database now + seconds": deadlines never trust a worker's clock."""
-    expression: CombinedExpression | Now = Now()
-    if seconds:
-        expression = Now() + timedelta(seconds=seconds)
-    return ExpressionWrapper(expression, output_field=models.DateTimeField())
+    return writes.DbTime(seconds)
 
 
 def lease_for(step: Step) -> float:
@@ -218,9 +215,7 @@ class _LockQuery:
         pk = Saga._meta.pk
         assert pk is not None
         value = pk.get_db_prep_value(pk.to_python(saga_id), connection)
-        with connection.cursor() as cursor:
-            cursor.execute(self.sql, [value])
-            row = cursor.fetchone()
+        row = writes.fetch_one(self.sql, [value])
         if row is None:
             return None
         values = list(row)
@@ -353,9 +348,16 @@ class Transition:
     actor: str
     events: list[SagaEvent] = field(default_factory=list)
     saga_fields: set[str] = field(default_factory=set)
+    # Keep the rows until commit and write them in one statement (PostgreSQL).
+    deferred: bool = False
 
     def __post_init__(self) -> None:
         self.actor = clean_text(self.actor, _ACTOR_MAX)
+        self.batch = writes.Batch(self.deferred)
+
+    def flush(self) -> None:
+        """Write what this transition kept, before something reads it back."""
+        self.batch.flush()
 
     def saga_status(self, new: str, detail: str = "") -> None:
         old = self.saga.status
@@ -404,8 +406,10 @@ class Transition:
     def commit(self) -> None:
         if self.saga_fields:
             self.saga.updated_at = Now()  # type: ignore[assignment]
-            save_fields(self.saga, [*sorted(self.saga_fields), "updated_at"])
-        write_events(self.events, {self.saga.pk: self.saga})
+            self.batch.update(self.saga, [*sorted(self.saga_fields), "updated_at"])
+        self.batch.add_events(self.events)
+        _announce_on_commit(self.events, {self.saga.pk: self.saga})
+        self.batch.flush()
 
 
 def _age(saga: Saga) -> float | None:
@@ -416,48 +420,16 @@ def _age(saga: Saga) -> float | None:
     return (now - created).total_seconds()
 
 
-def save_fields(instance: Saga | StepAttempt, names: Sequence[str]) -> None:
-    """Write fields of a saga or an attempt by primary key, as ``save`` would.
-
-    The same UPDATE as ``save(update_fields=names)`` without its query building,
-    which cost several times the statement itself on every step. No model
-    signals are sent (the engine announces its changes with ``saga_transition``).
-    """
-    meta = instance._meta
-    pk = meta.pk
-    assert pk is not None
-    compiler = UpdateQuery(type(instance)).get_compiler(connection=connection)
-    quote = connection.ops.quote_name
-    sets: list[str] = []
-    params: list[Any] = []
-    for name in names:
-        field = meta.get_field(name)
-        assert isinstance(field, models.Field)
-        value = getattr(instance, field.attname)
-        if hasattr(value, "resolve_expression"):
-            resolved = value.resolve_expression(
-                compiler.query, allow_joins=False, for_save=True
-            )
-            sql, expression_params = compiler.compile(resolved)
-            sets.append(f"{quote(field.column)} = {sql}")
-            params.extend(expression_params)
-        else:
-            sets.append(f"{quote(field.column)} = %s")
-            params.append(field.get_db_prep_save(value, connection))
-    params.append(pk.get_db_prep_value(instance.pk, connection))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {quote(meta.db_table)} SET {', '.join(sets)}"
-            f" WHERE {quote(pk.column)} = %s",
-            params,
-        )
-        if cursor.rowcount != 1:
-            raise DatabaseError("Save with update_fields did not affect any rows.")
+save_fields = writes.save_fields
 
 
 def write_events(events: list[SagaEvent], sagas: dict[Any, Saga]) -> None:
     """Insert events; log and signal each once committed."""
-    _insert_events(events)
+    writes.insert_events(events)
+    _announce_on_commit(events, sagas)
+
+
+def _announce_on_commit(events: list[SagaEvent], sagas: dict[Any, Saga]) -> None:
     ages = {pk: _age(saga) for pk, saga in sagas.items()}
     lines = [
         {
@@ -476,45 +448,6 @@ def write_events(events: list[SagaEvent], sagas: dict[Any, Saga]) -> None:
         for event in events
     ]
     transaction.on_commit(lambda: _announce(lines))
-
-
-_EVENT_COLUMNS = (
-    "saga_id", "actor", "step", "kind", "attempt", "old_status", "new_status", "detail"
-)  # fmt: skip
-# Rows per statement: SQLite builds before 3.32 take at most 999 parameters.
-_EVENT_ROWS = 100
-
-
-def _insert_events(events: list[SagaEvent]) -> None:
-    """Insert events with plain SQL; ``id`` and ``created_at`` are column defaults.
-
-    Every transition writes events: ``bulk_create`` spent more CPU building
-    the statement than the database spent running it.
-    """
-    quote = connection.ops.quote_name
-    head = (
-        f"INSERT INTO {quote(SagaEvent._meta.db_table)}"
-        f" ({', '.join(quote(column) for column in _EVENT_COLUMNS)}) VALUES "
-    )
-    row = "(" + ", ".join(["%s"] * len(_EVENT_COLUMNS)) + ")"
-    saga_pk = Saga._meta.pk
-    assert saga_pk is not None
-    for start in range(0, len(events), _EVENT_ROWS):
-        chunk = events[start : start + _EVENT_ROWS]
-        params: list[Any] = []
-        for event in chunk:
-            params += [
-                saga_pk.get_db_prep_value(event.saga_id, connection),
-                event.actor,
-                event.step,
-                event.kind,
-                event.attempt,
-                event.old_status,
-                event.new_status,
-                event.detail,
-            ]
-        with connection.cursor() as cursor:
-            cursor.execute(head + ", ".join([row] * len(chunk)), params)
 
 
 def _announce(lines: list[dict[str, Any]]) -> None:
@@ -560,14 +493,14 @@ def create(
         # One trace per saga: every step's span is a child of this context.
         trace_context=tracing.saga_context(definition.name),
     )
-    tx = Transition(saga, actor)
+    tx = Transition(saga, actor, deferred=True)
     tx.events.append(
         SagaEvent(saga_id=saga.pk, actor=tx.actor, new_status=SagaStatus.PENDING)
     )
     advance(tx, definition, index=0, kind=AttemptKind.ACTION, number=1)
-    # One INSERT with the first attempt already current, not an INSERT and
-    # an UPDATE.
-    saga.save(force_insert=True)
+    # The saga is inserted with its first attempt already current, not
+    # inserted and then updated.
+    tx.batch.insert(saga)
     tx.saga_fields.clear()
     tx.commit()
     return saga
@@ -602,19 +535,28 @@ def advance(
     else:
         _mark_dispatched(attempt, delay=delay, timeout=step.timeout)
         wake_at = db_in(delay + lease_for(step))
-    attempt.save(force_insert=True)
+    tx.batch.insert(attempt)
     tx.attempt_created(attempt, detail=f"backoff {delay:.2f}s" if delay else "")
     tx.set(current_step=index, current_attempt=attempt, wake_at=wake_at)
     if attempt.status == AttemptStatus.DISPATCHED:
         budget = budget_for(definition)
         holder = _continuation.get()
-        if holder is not None and holder.saga_id == str(tx.saga.pk) and not delay:
-            holder.attempt_id, holder.budget = attempt.pk, budget
+        saga_pk = tx.saga.pk
+        if holder is not None and holder.saga_id == str(saga_pk) and not delay:
+
+            def keep() -> None:
+                holder.attempt_id, holder.budget = attempt.pk, budget
+
+            tx.batch.then(keep)
         else:
             first = index == 0 and number == 1 and kind == AttemptKind.ACTION
-            send_many_on_commit(
-                [Send(tx.saga.pk, attempt.pk, budget, countdown=delay, first=first)]
-            )
+
+            def send() -> None:
+                send_many_on_commit(
+                    [Send(saga_pk, attempt.pk, budget, countdown=delay, first=first)]
+                )
+
+            tx.batch.then(send)
     return attempt
 
 
@@ -635,14 +577,9 @@ def dispatch_now(
     if attempt.status == AttemptStatus.SCHEDULED:
         tx.attempt_status(attempt, AttemptStatus.DISPATCHED)
         _mark_dispatched(attempt, delay=0, timeout=step.timeout)
-        attempt.save(
-            update_fields=[
-                "status",
-                "dispatches",
-                "dispatched_at",
-                "not_before",
-                "deadline_at",
-            ]
+        tx.batch.update(
+            attempt,
+            ["status", "dispatches", "dispatched_at", "not_before", "deadline_at"],
         )
     tx.set(wake_at=db_in(lease_for(step)))
     send_many_on_commit([Send(tx.saga.pk, attempt.pk, budget_for(definition))])
@@ -664,7 +601,7 @@ def finish_attempt(
     attempt.effects_possible = effects_possible
     tx.attempt_status(attempt, status, detail=detail)
     attempt.finished_at = Now()  # type: ignore[assignment]
-    save_fields(
+    tx.batch.update(
         attempt,
         [
             "status",
@@ -680,6 +617,7 @@ def finish_attempt(
 
 def skip_compensation(tx: Transition, step: Step, last: StepAttempt, note: str) -> None:
     """Record a compensation as done by hand (never run), after ``last``."""
+    tx.flush()
     attempt = StepAttempt.objects.create(
         saga_id=tx.saga.pk,
         step=step.name,
@@ -902,7 +840,7 @@ def record_failure(
     if retriable:
         park(tx, definition)
         return
-    if step.kind is StepKind.PIVOT and _effects_possible(tx.saga, step.name):
+    if step.kind is StepKind.PIVOT and _effects_possible(tx, step.name):
         # Past the point of no return, or not: only a person can tell.
         tx.set(
             last_error=f"{step.name}: the pivot's outcome is unknown ({message}); "
@@ -914,10 +852,11 @@ def record_failure(
     compensate_next(tx, definition)
 
 
-def _effects_possible(saga: Saga, step: str) -> bool:
+def _effects_possible(tx: Transition, step: str) -> bool:
+    tx.flush()
     return StepAttempt.objects.filter(
         Q(status=AttemptStatus.SUCCEEDED) | Q(effects_possible=True),
-        saga_id=saga.pk,
+        saga_id=tx.saga.pk,
         step=step,
         kind=AttemptKind.ACTION,
     ).exists()
@@ -929,6 +868,7 @@ def compensate_next(tx: Transition, definition: SagaDefinition) -> None:
     Steps are undone in strict reverse order, each once: a step counts when
     any attempt of its action succeeded or may have had effects.
     """
+    tx.flush()
     rows = StepAttempt.objects.filter(saga_id=tx.saga.pk).values_list(
         "step", "kind", "status", "effects_possible"
     )
@@ -1001,6 +941,8 @@ def end(tx: Transition, definition: SagaDefinition, status: str) -> None:
         else definition.on_compensated
     )
     if hook is not None:
+        # The hook may read the engine's rows: they are written before it runs.
+        tx.flush()
         hook(outcome(tx.saga, status))
     tx.saga_status(status)
     _close(tx)
@@ -1014,6 +956,7 @@ def park(tx: Transition, definition: SagaDefinition | None) -> None:
     """
     hook = definition.on_failed if definition is not None else None
     if hook is not None:
+        tx.flush()
         try:
             with transaction.atomic():
                 hook(outcome(tx.saga, SagaStatus.FAILED))
@@ -1039,6 +982,7 @@ def park_unavailable(tx: Transition, error: DefinitionUnavailable) -> None:
 def resolve(tx: Transition, definition: SagaDefinition | None, note: str) -> None:
     """Close a parked saga by hand; ``on_resolved`` runs in this transaction."""
     if definition is not None and definition.on_resolved is not None:
+        tx.flush()
         saga = tx.saga
         definition.on_resolved(
             outcome(
@@ -1102,7 +1046,7 @@ def wait_outside(
         AttemptStatus.WAITING,
         detail=f"command {function.task}" if isinstance(function, Remote) else "",
     )
-    attempt.save(update_fields=["status", "started_at"])
+    tx.batch.update(attempt, ["status", "started_at"])
     if isinstance(function, Remote):
         _send_command(tx, step, attempt, function)
     else:
