@@ -17,6 +17,7 @@ from inventory.services import UnknownSku
 from orders.selectors import order_get
 from orders.services import FlowMode, IdempotencyConflict, LineRequest, checkout
 from orders.throttling import CheckoutThrottle
+from sagas.api import StepOut
 from sagas.events.selectors import flow_summary
 from sagas.selectors import saga_summary
 
@@ -87,14 +88,6 @@ class FlowEventOut(Schema):
     event_type: str
     event_id: UUID
     occurred_at: datetime
-
-
-class StepOut(Schema):
-    name: str
-    status: str
-    attempts: int
-    compensation: str
-    compensation_attempts: int
 
 
 class OrderOut(Schema):
