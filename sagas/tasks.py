@@ -7,8 +7,7 @@ from typing import Any
 import structlog
 from celery import shared_task
 
-from sagas import engine, metrics
-from sagas.schedule import record_sweep
+from sagas import engine
 
 # acks_late is safe only because the engine fences duplicates: a message
 # redelivered after a worker died finds its attempt done or superseded.
@@ -27,8 +26,6 @@ def step_execute_task(self, saga_id: str, attempt_id: int) -> str:  # type: igno
     # Every line logged while the step runs, the action's own included, names it.
     structlog.contextvars.bind_contextvars(saga_id=saga_id, attempt_id=attempt_id)
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    # Every line logged while the step runs, the action's own included, names it.
-    structlog.contextvars.bind_contextvars(saga_id=saga_id, attempt_id=attempt_id)
     return engine.step_execute(
         saga_id, attempt_id, redelivered=redelivered, continue_inline=True
     )
@@ -37,13 +34,7 @@ def step_execute_task(self, saga_id: str, attempt_id: int) -> str:  # type: igno
 @shared_task(name="sagas.sweep", acks_late=True, ignore_result=True)
 def sweep_task(batch: int | None = None) -> int:
     """Dispatch due retries, re-send lost steps and time out overdue ones."""
-    # The pass's duration, its end time and the gauges read from the database
-    # (stuck, parked, active sagas) are recorded once per tick.
-    with metrics.sweep_pass():
-        total = engine.sweep_pass(batch=batch)
-    # The heartbeat the system check and the admin look at.
-    record_sweep(total)
-    return total
+    return engine.sweep_pass(batch=batch)
 
 
 @shared_task(name="sagas.step_reply", acks_late=True, ignore_result=True)

@@ -9,14 +9,16 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.db.models import F
+from django.db.models.functions import Now
 from django.test import Client
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
+from prometheus_client import REGISTRY
 
 from sagas import tasks
 from sagas.checks import sweeper_heartbeat_check
 from sagas.engine import saga_start
-from sagas.models import Saga, SweeperHeartbeat
+from sagas.models import Saga, StepAttempt, SweeperHeartbeat
 from sagas.schedule import SWEEP_TASK_NAME, on_beat_init
 from sagas.selectors import stuck_reason
 from tests.admin_support import CHANGELIST, failed_saga, pending_saga
@@ -81,6 +83,39 @@ def test_each_sweep_stamps_the_heartbeat_with_the_database_clock() -> None:
     beat = SweeperHeartbeat.objects.get()
     assert beat.passes == 2
     assert abs((timezone.now() - beat.swept_at).total_seconds()) < 60
+
+
+def test_one_sweep_task_drains_batch_after_batch_and_records_them_once() -> None:
+    # given five sagas whose dispatch lease has lapsed, and a batch of two
+    sagas = [pending_saga(f"trip:{n}") for n in range(5)]
+    Saga.objects.update(wake_at=Now())
+    StepAttempt.objects.update(not_before=Now())
+    before = _sweep_samples()
+
+    # when one sweep task runs (as beat's message would)
+    handled = tasks.sweep_task(batch=2)
+
+    # then every saga was re-sent in three batches, timed and stamped once
+    assert handled == 5
+    assert set(
+        StepAttempt.objects.filter(saga__in=sagas).values_list("dispatches", flat=True)
+    ) == {2}
+    beat = SweeperHeartbeat.objects.get()
+    assert (beat.handled, beat.passes) == (5, 1)
+    after = _sweep_samples()
+    assert after["count"] == before["count"] + 1
+    assert after["last_run"] >= before["last_run"]
+
+
+def _sweep_samples() -> dict[str, float]:
+    return {
+        "count": REGISTRY.get_sample_value("sagas_sweeper_pass_duration_seconds_count")
+        or 0.0,
+        "last_run": REGISTRY.get_sample_value(
+            "sagas_sweeper_last_run_timestamp_seconds"
+        )
+        or 0.0,
+    }
 
 
 def test_check_warns_while_sagas_are_active_and_no_sweep_ever_ran() -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import structlog
 from django.db import transaction
 
-from sagas import conf
+from sagas import conf, metrics
 from sagas.definition import Remote, SagaDefinition, Step
 from sagas.engine import machine
 from sagas.models import Saga
+from sagas.schedule import record_sweep
 from sagas.states import AttemptStatus
 
 log = structlog.get_logger("sagas.engine")
@@ -18,16 +19,23 @@ ROUNDS = 10
 
 
 def sweep_pass(*, batch: int | None = None) -> int:
-    """Sweep batch after batch until the due work is done or ``ROUNDS`` are spent."""
+    """Sweep batch after batch until the due work is done or ``ROUNDS`` are spent.
+
+    The pass's duration, its end time and the gauges read from the database
+    (stuck, parked, active sagas) are recorded once per pass; then the
+    heartbeat that the system check and the admin look at.
+    """
     limit = batch or int(conf.get("SAGAS_SWEEP_BATCH"))
     total = 0
-    # Drain several batches per tick so a backlog clears between beats, but
-    # stop so that one tick never runs unbounded.
-    for _ in range(ROUNDS):
-        handled = sweep(batch=limit)
-        total += handled
-        if handled < limit:
-            break
+    with metrics.sweep_pass():
+        # Drain several batches per tick so a backlog clears between beats, but
+        # stop so that one tick never runs unbounded.
+        for _ in range(ROUNDS):
+            handled = sweep(batch=limit)
+            total += handled
+            if handled < limit:
+                break
+    record_sweep(total)
     return total
 
 
