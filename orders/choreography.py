@@ -20,7 +20,7 @@ from uuid import UUID, uuid4
 
 from inventory.services import OutOfStock, UnknownSku, stock_release, stock_reserve
 from orders.models import Order, OrderStatus
-from orders.services import (
+from orders.outcomes import (
     order_confirm,
     order_fail,
     order_note_failure,

@@ -12,7 +12,7 @@ from uuid import UUID
 
 from inventory.services import OutOfStock, UnknownSku, stock_release, stock_reserve
 from orders.models import Order
-from orders.services import (
+from orders.outcomes import (
     order_confirm,
     order_fail,
     order_hold,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from orders.services import confirmations_deliver
+from orders.outcomes import confirmations_deliver
 
 
 @shared_task(name="orders.confirmations_deliver", ignore_result=True)
