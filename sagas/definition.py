@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import random
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -232,7 +233,16 @@ class SagaDefinition:
         return self.steps[index]
 
     def index_of(self, name: str) -> int | None:
-        """Return the position of the step called ``name``, or None."""
+        """Return the position of the step called ``name``, or None.
+
+        Deprecated: look the name up in ``[step.name for step in self.steps]``.
+        """
+        warnings.warn(
+            "SagaDefinition.index_of() is deprecated and will be removed; look "
+            "the name up in [step.name for step in definition.steps] instead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         for index, step in enumerate(self.steps):
             if step.name == name:
                 return index

@@ -134,3 +134,19 @@ def test_short_visibility_timeout_is_reported(settings: object) -> None:
 
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}  # type: ignore[attr-defined]
     assert visibility_timeout_check() == []
+
+
+def test_index_of_still_answers_but_warns_that_it_is_deprecated() -> None:
+    definition = SagaDefinition(
+        name="indexed_saga",
+        steps=(Step("reserve", _noop, compensation=_noop), Step("charge", _noop)),
+    )
+
+    with pytest.warns(DeprecationWarning, match="index_of") as warned:
+        found = definition.index_of("charge")
+    with pytest.warns(DeprecationWarning, match="index_of"):
+        missing = definition.index_of("ship")
+
+    assert (found, missing) == (1, None)
+    # The warning names the caller's line, not the library's.
+    assert [w.filename for w in warned] == [__file__]

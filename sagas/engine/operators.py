@@ -41,6 +41,11 @@ def _require_reason(reason: str) -> str:
     return reason
 
 
+def _positions(definition: SagaDefinition) -> dict[str, int]:
+    """Return each step's position in ``definition``, by name."""
+    return {step.name: index for index, step in enumerate(definition.steps)}
+
+
 def _last_attempt(saga: Saga) -> StepAttempt:
     last = saga.attempts.order_by("-id").first()
     if last is None:
@@ -62,7 +67,7 @@ def saga_retry(saga_id: UUID | str, *, actor: str, reason: str) -> Saga:
             )
         definition = _definition(saga)
         last = _last_attempt(saga)
-        index = definition.index_of(last.step)
+        index = _positions(definition).get(last.step)
         if index is None:
             raise OperatorActionRefused(
                 f"step {last.step!r} is not in {definition.label}"
@@ -171,7 +176,7 @@ def saga_skip_compensation(saga_id: UUID | str, *, actor: str, reason: str) -> S
                 "only a saga parked on a failed compensation can skip it"
             )
         definition = _definition(saga)
-        index = definition.index_of(last.step)
+        index = _positions(definition).get(last.step)
         if index is None:
             raise OperatorActionRefused(
                 f"step {last.step!r} is not in {definition.label}"
@@ -240,7 +245,8 @@ def saga_migrate(saga_id: UUID | str, *, version: int, actor: str, reason: str) 
                 .values_list("step", flat=True)
             )
         )
-        found = {name: target.index_of(name) for name in ran}
+        positions = _positions(target)
+        found = {name: positions.get(name) for name in ran}
         missing = [name for name, index in found.items() if index is None]
         mapping = {name: index for name, index in found.items() if index is not None}
         if missing:
