@@ -17,13 +17,13 @@ from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
 from ninja.security import SessionAuth
 
-from sagas.models import Saga
+from sagas.models import Saga, SagaEvent
+from sagas.redaction import redacted_context
 from sagas.selectors import (
-    attempt_row,
-    event_row,
+    StepSummary,
     saga_attempts,
-    saga_detail,
     saga_timeline,
+    step_summaries,
 )
 
 VIEW_PERMISSION = "sagas.view_saga"
@@ -82,6 +82,10 @@ class EventOut(Schema):
     new_status: str
     detail: str
 
+    @staticmethod
+    def resolve_at(event: SagaEvent) -> datetime | None:
+        return event.created_at
+
 
 class SagaOut(Schema):
     id: UUID
@@ -102,6 +106,31 @@ class SagaOut(Schema):
     attempts: list[AttemptOut]
     timeline_count: int = Field(description="All events; `timeline` is page one.")
     timeline: list[EventOut]
+
+    @staticmethod
+    def resolve_context(saga: Saga) -> dict[str, Any]:
+        # Keys the definition declares sensitive are hidden from every reader.
+        return redacted_context(saga.definition, saga.context)
+
+    @staticmethod
+    def resolve_steps(saga: Saga) -> list[StepSummary]:
+        return step_summaries(saga)
+
+    @staticmethod
+    def resolve_attempts_count(saga: Saga) -> int:
+        return saga_attempts(saga.pk).count()
+
+    @staticmethod
+    def resolve_attempts(saga: Saga) -> QuerySet[Any]:
+        return saga_attempts(saga.pk)[:PAGE_SIZE]
+
+    @staticmethod
+    def resolve_timeline_count(saga: Saga) -> int:
+        return saga_timeline(saga.pk).count()
+
+    @staticmethod
+    def resolve_timeline(saga: Saga) -> QuerySet[Any]:
+        return saga_timeline(saga.pk)[:PAGE_SIZE]
 
 
 class PageIn(Schema):
@@ -129,22 +158,22 @@ def _require_saga(saga_id: UUID) -> None:
         raise HttpError(404, "saga not found")
 
 
-def _page(queryset: QuerySet[Any], page: PageIn, row: Any) -> dict[str, Any]:
+def _page(queryset: QuerySet[Any], page: PageIn) -> dict[str, Any]:
     return {
         "count": queryset.count(),
-        "items": [row(obj) for obj in queryset[page.offset : page.offset + page.limit]],
+        "items": queryset[page.offset : page.offset + page.limit],
     }
 
 
 @router.get(
     "/{uuid:saga_id}/", response={200: SagaOut, **_ERRORS}, url_name="saga-detail"
 )
-def get_saga(request: HttpRequest, saga_id: UUID) -> dict[str, object]:
+def get_saga(request: HttpRequest, saga_id: UUID) -> Saga:
     """Return a saga with its steps and first page of attempts and timeline."""
-    detail = saga_detail(saga_id, page_size=PAGE_SIZE)
-    if detail is None:
+    saga = Saga.objects.filter(pk=saga_id).first()
+    if saga is None:
         raise HttpError(404, "saga not found")
-    return detail
+    return saga
 
 
 @router.get(
@@ -157,7 +186,7 @@ def list_attempts(
 ) -> dict[str, Any]:
     """Return a page of the saga's step attempts, oldest first."""
     _require_saga(saga_id)
-    return _page(saga_attempts(saga_id), page, attempt_row)
+    return _page(saga_attempts(saga_id), page)
 
 
 @router.get(
@@ -170,4 +199,4 @@ def list_events(
 ) -> dict[str, Any]:
     """Return a page of the saga's timeline events, oldest first."""
     _require_saga(saga_id)
-    return _page(saga_timeline(saga_id), page, event_row)
+    return _page(saga_timeline(saga_id), page)

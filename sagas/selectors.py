@@ -13,7 +13,6 @@ from django.utils import timezone
 from sagas import conf, registry
 from sagas.errors import DefinitionError
 from sagas.models import Saga, SagaEvent, StepAttempt, SweeperHeartbeat
-from sagas.redaction import redacted_context
 from sagas.schedule import HEARTBEAT
 from sagas.states import ACTIVE_SAGA_STATUSES, AttemptKind, AttemptStatus, SagaStatus
 
@@ -182,73 +181,9 @@ def saga_summary(saga_id: UUID | str) -> dict[str, object] | None:
     }
 
 
-def saga_detail(saga_id: UUID | str, *, page_size: int) -> dict[str, object] | None:
-    """Return a saga with its steps and the first page of attempts and events.
-
-    The context is redacted: keys the definition declares sensitive are hidden.
-    """
-    saga = Saga.objects.filter(pk=saga_id).first()
-    if saga is None:
-        return None
-    attempts = saga_attempts(saga.pk)
-    events = saga_timeline(saga.pk)
-    return {
-        "id": saga.pk,
-        "definition": saga.definition,
-        "version": saga.version,
-        "business_key": saga.business_key,
-        "status": saga.status,
-        "context": redacted_context(saga.definition, saga.context),
-        "current_step": saga.current_step,
-        "failed_step": saga.failed_step,
-        "error": saga.error,
-        "last_error": saga.last_error,
-        "created_at": saga.created_at,
-        "updated_at": saga.updated_at,
-        "finished_at": saga.finished_at,
-        "steps": [summary.__dict__ for summary in step_summaries(saga)],
-        "attempts_count": attempts.count(),
-        "attempts": [attempt_row(a) for a in attempts[:page_size]],
-        "timeline_count": events.count(),
-        "timeline": [event_row(e) for e in events[:page_size]],
-    }
-
-
 def saga_attempts(saga_id: UUID | str) -> QuerySet[StepAttempt]:
     """Return a saga's step attempts, oldest first."""
     return StepAttempt.objects.filter(saga_id=saga_id).order_by("id")
-
-
-def attempt_row(attempt: StepAttempt) -> dict[str, object]:
-    """Return one attempt as plain data for readers."""
-    return {
-        "step": attempt.step,
-        "kind": attempt.kind,
-        "number": attempt.number,
-        "status": attempt.status,
-        "created_at": attempt.created_at,
-        "started_at": attempt.started_at,
-        "finished_at": attempt.finished_at,
-        "deadline_at": attempt.deadline_at,
-        "dispatches": attempt.dispatches,
-        "deliveries": attempt.deliveries,
-        "error": attempt.error,
-        "error_type": attempt.error_type,
-    }
-
-
-def event_row(event: SagaEvent) -> dict[str, object]:
-    """Return one timeline event as plain data for readers."""
-    return {
-        "at": event.created_at,
-        "actor": event.actor,
-        "step": event.step,
-        "kind": event.kind,
-        "attempt": event.attempt,
-        "old_status": event.old_status,
-        "new_status": event.new_status,
-        "detail": event.detail,
-    }
 
 
 @dataclass(frozen=True)
