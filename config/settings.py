@@ -7,6 +7,8 @@ broker under ``var/``. Production sets ``DATABASE_URL`` (PostgreSQL) and
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import environ
@@ -219,7 +221,7 @@ elif CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         # An unacked message comes back only after this; it must exceed the
-        # longest broker countdown plus the longest step (SAGAS_* below).
+        # longest broker countdown plus the longest step (sagas/conf.py).
         "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600),
         "queue_order_strategy": "priority",
         "sep": ":",
@@ -278,52 +280,41 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 CELERY_BEAT_SYNC_EVERY = env.int("CELERY_BEAT_SYNC_EVERY", default=1)
 CELERY_TIMEZONE = TIME_ZONE
 
-# --- Sagas ------------------------------------------------------------------
-# Seconds a dispatched step may wait for a worker before the sweeper sends it again.
-SAGAS_DISPATCH_LEASE = env.float("SAGAS_DISPATCH_LEASE", default=30.0)
-# Longest retry backoff sent as a broker countdown; longer ones wait in the database.
-SAGAS_MAX_BROKER_COUNTDOWN = env.float("SAGAS_MAX_BROKER_COUNTDOWN", default=5.0)
-SAGAS_COMPENSATION_MAX_ATTEMPTS = env.int("SAGAS_COMPENSATION_MAX_ATTEMPTS", default=10)
-# Backoff of a compensation's retries: first wait (seconds), and the cap.
-SAGAS_COMPENSATION_BACKOFF = env.float("SAGAS_COMPENSATION_BACKOFF", default=0.5)
-SAGAS_COMPENSATION_MAX_BACKOFF = env.float(
-    "SAGAS_COMPENSATION_MAX_BACKOFF", default=60.0
-)
-# Seconds between a step's soft time limit and the hard kill of its worker process.
-SAGAS_HARD_LIMIT_GRACE = env.float("SAGAS_HARD_LIMIT_GRACE", default=10.0)
-SAGAS_MAX_DELIVERIES = env.int("SAGAS_MAX_DELIVERIES", default=5)
-SAGAS_SWEEP_BATCH = env.int("SAGAS_SWEEP_BATCH", default=200)
-SAGAS_SWEEP_INTERVAL = env.float("SAGAS_SWEEP_INTERVAL", default=2.0)
-SAGAS_STUCK_AFTER = env.float("SAGAS_STUCK_AFTER", default=300.0)
-# Steps and seconds a worker may run a saga inline before handing it back.
-SAGAS_INLINE_STEPS = env.int("SAGAS_INLINE_STEPS", default=16)
-SAGAS_INLINE_SECONDS = env.float("SAGAS_INLINE_SECONDS", default=2.0)
-# Attempts of a retriable step failing with a bug before the saga is parked.
-SAGAS_RETRIABLE_MAX_ERRORS = env.int("SAGAS_RETRIABLE_MAX_ERRORS", default=3)
-# Seconds without a sweep before the check and the admin raise the alarm
-# (unset: five sweep intervals, at least 30 s).
-SAGAS_SWEEP_STALE_AFTER = env.float("SAGAS_SWEEP_STALE_AFTER", default=None)
-# Participants replying over HTTP, and their signing secrets: "name=secret,...".
-SAGAS_PARTICIPANTS = env.dict("SAGAS_PARTICIPANTS", default={})
-# Modules outside installed apps' ``sagas.py`` that register definitions.
-SAGAS_DEFINITION_MODULES = env.list("SAGAS_DEFINITION_MODULES", default=[])
-
-# --- Choreography (sagas.events) -------------------------------------------
-# Queues every event is sent to: one per consuming service.
-SAGA_EVENTS_QUEUES = env.list("SAGA_EVENTS_QUEUES", default=["celery"])
-# Seconds an unsent event waits for its after-commit send before the sweeper.
-SAGA_EVENTS_RELAY_LEASE = env.float("SAGA_EVENTS_RELAY_LEASE", default=5.0)
-SAGA_EVENTS_SWEEP_INTERVAL = env.float("SAGA_EVENTS_SWEEP_INTERVAL", default=2.0)
-# Seconds without an event before a flow (of a type without its own) is stuck.
-SAGA_EVENTS_FLOW_TIMEOUT = env.float("SAGA_EVENTS_FLOW_TIMEOUT", default=300.0)
-# Seconds of silence before an open flow's events are sent again.
-SAGA_EVENTS_REDELIVER_AFTER = env.float("SAGA_EVENTS_REDELIVER_AFTER", default=30.0)
-# Deliveries of an event whose handler keeps failing, and their backoff cap.
-SAGA_EVENTS_MAX_RETRIES = env.int("SAGA_EVENTS_MAX_RETRIES", default=10)
-SAGA_EVENTS_RETRY_MAX_BACKOFF = env.float("SAGA_EVENTS_RETRY_MAX_BACKOFF", default=30.0)
-# Keep the flows' timelines in this service.
-SAGA_EVENTS_TRACK = env.bool("SAGA_EVENTS_TRACK", default=True)
-SAGA_EVENTS_RELAY_ON_COMMIT = env.bool("SAGA_EVENTS_RELAY_ON_COMMIT", default=True)
+# --- Sagas and choreography (sagas, sagas.events) ----------------------------
+# Every setting's default and meaning is in sagas/conf.py and
+# sagas/events/conf.py (and the README's table): this deployment sets only
+# those given in the environment, each from the variable of the same name.
+_FROM_ENVIRONMENT: dict[str, Callable[[str], object]] = {
+    "SAGAS_DISPATCH_LEASE": env.float,
+    "SAGAS_MAX_BROKER_COUNTDOWN": env.float,
+    "SAGAS_COMPENSATION_MAX_ATTEMPTS": env.int,
+    "SAGAS_COMPENSATION_BACKOFF": env.float,
+    "SAGAS_COMPENSATION_MAX_BACKOFF": env.float,
+    "SAGAS_HARD_LIMIT_GRACE": env.float,
+    "SAGAS_MAX_DELIVERIES": env.int,
+    "SAGAS_SWEEP_BATCH": env.int,
+    "SAGAS_SWEEP_INTERVAL": env.float,
+    "SAGAS_STUCK_AFTER": env.float,
+    "SAGAS_INLINE_STEPS": env.int,
+    "SAGAS_INLINE_SECONDS": env.float,
+    "SAGAS_RETRIABLE_MAX_ERRORS": env.int,
+    "SAGAS_SWEEP_STALE_AFTER": env.float,
+    # "name=secret,...".
+    "SAGAS_PARTICIPANTS": env.dict,
+    "SAGAS_DEFINITION_MODULES": env.list,
+    "SAGA_EVENTS_QUEUES": env.list,
+    "SAGA_EVENTS_RELAY_LEASE": env.float,
+    "SAGA_EVENTS_SWEEP_INTERVAL": env.float,
+    "SAGA_EVENTS_FLOW_TIMEOUT": env.float,
+    "SAGA_EVENTS_REDELIVER_AFTER": env.float,
+    "SAGA_EVENTS_MAX_RETRIES": env.int,
+    "SAGA_EVENTS_RETRY_MAX_BACKOFF": env.float,
+    "SAGA_EVENTS_TRACK": env.bool,
+    "SAGA_EVENTS_RELAY_ON_COMMIT": env.bool,
+}
+for _name, _read in _FROM_ENVIRONMENT.items():
+    if _name in os.environ:
+        globals()[_name] = _read(_name)
 
 # --- Orders -----------------------------------------------------------------
 # How an order runs unless its request says: "orchestration" (the order saga),

@@ -16,7 +16,6 @@ from datetime import timedelta
 from typing import Any, Literal
 from uuid import UUID
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -36,7 +35,7 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 def participant_signature(request: HttpRequest) -> str | None:
     """Return the participant a request is signed by, or None (401)."""
     name = request.headers.get("X-Saga-Participant", "")
-    secret = dict(getattr(settings, "SAGAS_PARTICIPANTS", {})).get(name)
+    secret = dict(conf.value("SAGAS_PARTICIPANTS")).get(name)
     stamp = request.headers.get("X-Saga-Timestamp", "")
     signature = request.headers.get("X-Saga-Signature", "")
     if not secret or not stamp.isdigit() or not signature:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from django.conf import settings
 from django.utils.module_loading import autodiscover_modules
 
+from sagas import conf
 from sagas.definition import SagaDefinition
 from sagas.errors import DefinitionError
 
@@ -88,5 +88,5 @@ def definitions() -> list[SagaDefinition]:
 def autodiscover() -> None:
     """Import ``sagas`` modules of installed apps, then SAGAS_DEFINITION_MODULES."""
     autodiscover_modules("sagas")
-    for module in getattr(settings, "SAGAS_DEFINITION_MODULES", ()):
+    for module in conf.value("SAGAS_DEFINITION_MODULES"):
         import_module(module)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -93,3 +95,121 @@ def test_debug_without_secret_key_starts_for_development(tmp_path: Path) -> None
     env = _clean_env(DJANGO_DEBUG="true", SAGAS_VAR_DIR=str(tmp_path))
 
     assert _manage(env, "check").returncode == 0
+
+
+# --- engine settings: defaults in sagas/conf.py, overrides from the environment
+
+
+# Variables of the project and of the worker process, not settings of the library.
+_NOT_LIBRARY_SETTINGS = {
+    "SAGAS_VAR_DIR",
+    "SAGAS_BROKER_FOLDER",
+    "SAGAS_WORKER_METRICS_PORT",
+    "SAGAS_WORKER_METRICS_ADDR",
+}
+
+
+def _library_defaults() -> dict[str, object]:
+    from sagas import conf
+    from sagas.events import conf as events_conf
+
+    return {**conf.DEFAULTS, **events_conf.DEFAULTS}
+
+
+def _documented_defaults() -> dict[str, str]:
+    """Return the README settings table's default per library setting."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("### Settings (environment)", 1)[1].split("\n\n", 2)[2]
+    documented: dict[str, str] = {}
+    for row in table.split("\n\n", 1)[0].splitlines()[2:]:
+        variables, default = (cell.strip() for cell in row.strip("|").split("|")[:2])
+        names = re.findall(r"`(SAGAS?_[A-Z_]+)`", variables)
+        defaults = default.split(", ") if len(names) > 1 else [default]
+        if names:
+            documented.update(zip(names, defaults, strict=True))
+    return {
+        name: default
+        for name, default in documented.items()
+        if name not in _NOT_LIBRARY_SETTINGS
+    }
+
+
+def _as_documented(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return f"{value:g}"
+    if not value:
+        return "empty"
+    assert isinstance(value, list | tuple), value
+    return ",".join(f"`{item}`" for item in value)
+
+
+def test_every_documented_setting_has_its_default_in_the_library() -> None:
+    documented = _documented_defaults()
+    defaults = _library_defaults()
+
+    assert sorted(documented) == sorted(defaults)
+    shown = {
+        name: _as_documented(value)
+        for name, value in defaults.items()
+        # Computed from the sweep interval when unset; the README says how.
+        if value is not None
+    }
+    assert shown == {name: documented[name] for name in shown}
+    assert documented["SAGAS_SWEEP_STALE_AFTER"] == "5 intervals, >= 30"
+
+
+def test_the_project_reads_only_library_settings_from_the_environment() -> None:
+    from config import settings as project
+
+    assert set(project._FROM_ENVIRONMENT) <= set(_library_defaults())
+
+
+def test_engine_settings_are_the_defaults_unless_the_environment_sets_them(
+    tmp_path: Path,
+) -> None:
+    # given the project's settings with no engine variable, then with some
+    show = [
+        "shell",
+        "-v0",
+        "-c",
+        "import json; from sagas import conf; from sagas.events import conf as e; "
+        "print(json.dumps({**{n: conf.value(n) for n in conf.DEFAULTS}, "
+        "**{n: e.get(n) for n in e.DEFAULTS}}))",
+    ]
+    env = {
+        key: value
+        for key, value in _clean_env(
+            DJANGO_SECRET_KEY="k" * 60, SAGAS_VAR_DIR=str(tmp_path)
+        ).items()
+        if not key.startswith("SAGA_EVENTS_")
+    }
+    overrides = {
+        "SAGAS_DISPATCH_LEASE": "7.5",
+        "SAGAS_SWEEP_BATCH": "20",
+        "SAGAS_SWEEP_STALE_AFTER": "45",
+        "SAGAS_PARTICIPANTS": "warehouse=s3cret",
+        "SAGAS_DEFINITION_MODULES": "orders.sagas,orders.choreography",
+        "SAGA_EVENTS_QUEUES": "celery,warehouse",
+        "SAGA_EVENTS_TRACK": "false",
+    }
+
+    # when
+    default = _manage(env, *show)
+    overridden = _manage({**env, **overrides}, *show)
+
+    # then
+    assert default.returncode == 0, default.stderr
+    assert json.loads(default.stdout) == json.loads(json.dumps(_library_defaults()))
+    assert overridden.returncode == 0, overridden.stderr
+    assert json.loads(overridden.stdout) == {
+        **json.loads(json.dumps(_library_defaults())),
+        "SAGAS_DISPATCH_LEASE": 7.5,
+        "SAGAS_SWEEP_BATCH": 20,
+        "SAGAS_SWEEP_STALE_AFTER": 45.0,
+        "SAGAS_PARTICIPANTS": {"warehouse": "s3cret"},
+        "SAGAS_DEFINITION_MODULES": ["orders.sagas", "orders.choreography"],
+        "SAGA_EVENTS_QUEUES": ["celery", "warehouse"],
+        "SAGA_EVENTS_TRACK": False,
+    }
