@@ -81,10 +81,14 @@ def compensation_policy() -> RetryPolicy:
 def sweep_stale_after() -> float:
     """Return after how many seconds without a sweep the sweeper counts as down.
 
-    ``SAGAS_SWEEP_STALE_AFTER`` when set; otherwise five sweep intervals, and
-    never under 30 s so that a beat restart does not raise the alarm.
+    ``SAGAS_SWEEP_STALE_AFTER`` when set; otherwise ``five_sweep_intervals()``.
     """
     configured = value("SAGAS_SWEEP_STALE_AFTER")
     if configured is not None:
         return float(configured)
+    return five_sweep_intervals()
+
+
+def five_sweep_intervals() -> float:
+    """Return five sweep intervals, never under 30 s (a beat restart is no alarm)."""
     return max(5 * get("SAGAS_SWEEP_INTERVAL"), 30.0)

@@ -7,7 +7,7 @@ from io import StringIO
 from typing import Any
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db.models import F
 from django.db.models.functions import Now
 from django.test import Client
@@ -193,3 +193,18 @@ def test_stuck_filter_says_why_each_saga_counts_as_stuck(admin_client: Client) -
         business_key="trip:fresh"
     )
     assert stuck_reason(fresh) == ""
+
+
+def test_beat_health_allows_five_sweep_intervals_by_default(settings: Any) -> None:
+    # given beat sent the sweep 40 s ago
+    on_beat_init()
+    PeriodicTask.objects.filter(name=SWEEP_TASK_NAME).update(
+        last_run_at=timezone.now() - timedelta(seconds=40)
+    )
+
+    # when / then: late at 2 s intervals (at least 30 s), on time at 10 s ones
+    settings.SAGAS_SWEEP_INTERVAL = 2
+    with pytest.raises(CommandError, match=r"over 30s"):
+        call_command("sagas_health", "beat", stdout=StringIO())
+    settings.SAGAS_SWEEP_INTERVAL = 10
+    call_command("sagas_health", "beat", stdout=StringIO())

@@ -30,7 +30,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        max_age = options["max_age"] or max(5 * conf.get("SAGAS_SWEEP_INTERVAL"), 30)
+        max_age = options["max_age"] or conf.five_sweep_intervals()
         if options["check"] == "beat":
             age = self._beat_age()
         else:
