@@ -284,7 +284,7 @@ CELERY_TIMEZONE = TIME_ZONE
 # Every setting's default and meaning is in sagas/conf.py and
 # sagas/events/conf.py (and the README's table): this deployment sets only
 # those given in the environment, each from the variable of the same name.
-_FROM_ENVIRONMENT: dict[str, Callable[[str], object]] = {
+_from_environment: dict[str, Callable[[str], object]] = {
     "SAGAS_DISPATCH_LEASE": env.float,
     "SAGAS_MAX_BROKER_COUNTDOWN": env.float,
     "SAGAS_COMPENSATION_MAX_ATTEMPTS": env.int,
@@ -299,7 +299,7 @@ _FROM_ENVIRONMENT: dict[str, Callable[[str], object]] = {
     "SAGAS_INLINE_SECONDS": env.float,
     "SAGAS_RETRIABLE_MAX_ERRORS": env.int,
     "SAGAS_SWEEP_STALE_AFTER": env.float,
-    # "name=secret,...".
+    # "name=secret,..."
     "SAGAS_PARTICIPANTS": env.dict,
     "SAGAS_DEFINITION_MODULES": env.list,
     "SAGA_EVENTS_QUEUES": env.list,
@@ -312,7 +312,7 @@ _FROM_ENVIRONMENT: dict[str, Callable[[str], object]] = {
     "SAGA_EVENTS_TRACK": env.bool,
     "SAGA_EVENTS_RELAY_ON_COMMIT": env.bool,
 }
-for _name, _read in _FROM_ENVIRONMENT.items():
+for _name, _read in _from_environment.items():
     if _name in os.environ:
         globals()[_name] = _read(_name)
 

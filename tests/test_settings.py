@@ -163,7 +163,7 @@ def test_every_documented_setting_has_its_default_in_the_library() -> None:
 def test_the_project_reads_only_library_settings_from_the_environment() -> None:
     from config import settings as project
 
-    assert set(project._FROM_ENVIRONMENT) <= set(_library_defaults())
+    assert set(project._from_environment) <= set(_library_defaults())
 
 
 def test_engine_settings_are_the_defaults_unless_the_environment_sets_them(
