@@ -202,9 +202,7 @@ def test_compensation_reads_the_failed_attempt_written_in_its_own_transaction() 
 
 
 @pytest.mark.parametrize("prepared", [1, 0])
-def test_prepared_statements_follow_the_setting(
-    prepared: int, settings: Any
-) -> None:
+def test_prepared_statements_follow_the_setting(prepared: int, settings: Any) -> None:
     # given: the setting, and a two-step saga on a fresh connection
     settings.SAGAS_PREPARED_STATEMENTS = prepared
     connection.close()
