@@ -11,12 +11,8 @@ from uuid import UUID
 from django.contrib import admin
 
 from payments.models import GatewayCharge, GatewayFault, GatewayLedgerEntry, Payment
-from sagas.admin import SagaRecordAdmin, register_related, saga_id_from_key
-
-
-def _key_prefix(saga_id: UUID) -> str:
-    # Idempotency keys read "<saga id>:<step>:<action|compensation>".
-    return f"{saga_id}:"
+from sagas.admin import SagaRecordAdmin, register_related
+from sagas.idempotency import saga_id_from_key, saga_prefix
 
 
 @admin.register(Payment)
@@ -96,5 +92,5 @@ register_related(
     GatewayCharge,
     "key__startswith",
     label="Gateway charges (sandbox)",
-    value=_key_prefix,
+    value=saga_prefix,
 )

@@ -6,13 +6,9 @@ from uuid import UUID
 
 from django.contrib import admin
 
-from sagas.admin import SagaRecordAdmin, register_related, saga_id_from_key
+from sagas.admin import SagaRecordAdmin, register_related
+from sagas.idempotency import saga_id_from_key, saga_prefix
 from shipping.models import CarrierBooking, Shipment
-
-
-def _key_prefix(saga_id: UUID) -> str:
-    # Idempotency keys read "<saga id>:<step>:<action|compensation>".
-    return f"{saga_id}:"
 
 
 @admin.register(Shipment)
@@ -63,5 +59,5 @@ register_related(
     CarrierBooking,
     "key__startswith",
     label="Carrier bookings (sandbox)",
-    value=_key_prefix,
+    value=saga_prefix,
 )

@@ -11,10 +11,10 @@ from sagas.admin.related import (
     SagaRecordAdmin,
     register_related,
     saga_change_url,
-    saga_id_from_key,
     unregister_related,
 )
 from sagas.admin.saga import SagaAdmin
+from sagas.idempotency import saga_id_from_key
 
 __all__ = [
     "SagaAdmin",

@@ -193,8 +193,3 @@ class SagaRecordAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
-
-
-def saga_id_from_key(key: str) -> UUID | None:
-    """Return the saga id that an idempotency key ``<saga id>:<step>:<kind>`` holds."""
-    return _as_uuid(key.split(":", 1)[0])
