@@ -16,6 +16,7 @@ from sagas.admin.changelist import EstimatedCountPaginator, search_sagas
 from sagas.models import Saga, SagaEvent
 from tests.admin_support import (
     CHANGELIST,
+    button_post,
     change_url,
     compensated_saga,
     completed_saga,
@@ -345,3 +346,27 @@ def test_detail_offers_only_the_actions_that_fit_the_status(
     assert offered(pages["failed"]) == {"retry", "resolve"}
     assert offered(pages["pending"]) == {"resume", "compensate"}
     assert offered(pages["done"]) == set()
+
+
+@pytest.mark.parametrize("page", ["list", "saga", "confirmation", "versions"])
+def test_every_saga_page_links_the_admins_stylesheet(
+    admin_client: Client, page: str
+) -> None:
+    # given
+    saga = failed_saga("order:1")
+
+    # when
+    if page == "list":
+        response = admin_client.get(CHANGELIST)
+    elif page == "saga":
+        response = admin_client.get(change_url(saga.pk))
+    elif page == "confirmation":
+        response = admin_client.post(CHANGELIST, button_post(saga.pk, "retry"))
+    else:
+        response = admin_client.get(f"{CHANGELIST}versions/")
+
+    # then: the stylesheet is the admin's Media, not CSS inlined in the page
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert 'href="/static/sagas/admin/sagas.css"' in html
+    assert "<style" not in html
