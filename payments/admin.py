@@ -28,7 +28,6 @@ class PaymentAdmin(SagaRecordAdmin):
     list_filter = ("status",)
     search_fields = ("reference__exact", "idempotency_key__startswith")
     search_help_text = "A saga id, a reference (exact) or the start of a key."
-    show_full_result_count = False
     fields = (
         "reference",
         "amount",
@@ -39,7 +38,6 @@ class PaymentAdmin(SagaRecordAdmin):
         "created_at",
         "refunded_at",
     )
-    readonly_fields = ("amount", "saga_link")
 
     @admin.display(description="amount", ordering="amount_cents")
     def amount(self, obj: Payment) -> str:
@@ -61,8 +59,6 @@ class GatewayChargeAdmin(SagaRecordAdmin):
     list_filter = ("status",)
     search_fields = ("key__startswith",)
     search_help_text = "The start of a charge key: a saga id finds its charges."
-    show_full_result_count = False
-    readonly_fields = ("saga_link",)
 
     def saga_id_for(self, obj: GatewayCharge) -> UUID | None:
         return saga_id_from_key(obj.key)
@@ -75,8 +71,6 @@ class GatewayLedgerEntryAdmin(SagaRecordAdmin):
     list_select_related = ("charge",)
     search_fields = ("charge__key__startswith",)
     search_help_text = "The start of a charge key: a saga id finds its entries."
-    show_full_result_count = False
-    readonly_fields = ("saga_link",)
 
     def saga_id_for(self, obj: GatewayLedgerEntry) -> UUID | None:
         return saga_id_from_key(obj.charge.key)

@@ -25,7 +25,6 @@ class ShipmentAdmin(SagaRecordAdmin):
     list_filter = ("status",)
     search_fields = ("reference__exact", "tracking_number__exact")
     search_help_text = "A saga id, or a reference or tracking number (exact)."
-    show_full_result_count = False
     fields = (
         "reference",
         "status",
@@ -37,7 +36,6 @@ class ShipmentAdmin(SagaRecordAdmin):
         "created_at",
         "cancelled_at",
     )
-    readonly_fields = ("saga_link",)
 
 
 @admin.register(CarrierBooking)
@@ -47,8 +45,6 @@ class CarrierBookingAdmin(SagaRecordAdmin):
     list_filter = ("status",)
     search_fields = ("key__startswith",)
     search_help_text = "The start of a booking key: a saga id finds its bookings."
-    show_full_result_count = False
-    readonly_fields = ("saga_link",)
 
     def saga_id_for(self, obj: CarrierBooking) -> UUID | None:
         return saga_id_from_key(obj.key)
