@@ -273,13 +273,13 @@ class OperatorActionsAdmin(ViewOnlyAdmin):
 
     def _no_such_sagas(self, request: HttpRequest, saga_ids: list[str]) -> None:
         ids = ", ".join(repr(saga_id) for saga_id in saga_ids)
-        self.message_user(
-            request,
-            f"There is no saga with id {ids}."
-            if len(saga_ids) == 1
-            else f"There are no sagas with ids {ids}.",
-            messages.WARNING,
-        )
+        if len(saga_ids) == 1:
+            text = f"There is no saga with id {ids}."
+        elif saga_ids:
+            text = f"There are no sagas with ids {ids}."
+        else:
+            text = "No saga matches the selection."
+        self.message_user(request, text, messages.WARNING)
 
 
 def _is_uuid(value: str) -> bool:
