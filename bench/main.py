@@ -28,6 +28,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--order", type=int, default=1000, help="order sagas in a burst"
     )
+    parser.add_argument(
+        "--tracers", type=int, default=50, help="sagas in flight beside a burst"
+    )
     parser.add_argument("--finished", type=int, default=1_000_000)
     parser.add_argument("--active", type=int, default=10_000)
     parser.add_argument("--due", type=int, default=100, help="active sagas due")
@@ -51,7 +54,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--skip",
         action="append",
         default=[],
-        choices=["raw", "engine", "info", "order", "scale", "workers"],
+        choices=["raw", "engine", "info", "inflight", "order", "scale", "workers"],
         help="leave a part out (repeatable)",
     )
     return parser.parse_args(argv)
@@ -107,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from django.db import connection
 
     import bench.tasks  # noqa: F401  (registers the baseline's tasks here too)
-    from bench import report, scale, stepprobe, throughput
+    from bench import inflight, report, scale, stepprobe, throughput
     from config.celery import app
 
     began = time.monotonic()
@@ -142,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if autovacuum_paused:
             harness.db.resume_autovacuum()
+    beside = None
+    if "inflight" not in args.skip:
+        progress(f"in flight: {args.tracers} tracers beside a burst of {args.burst}")
+        beside = inflight.run(harness, args.tracers, args.burst)
     result = None
     if "scale" not in args.skip:
         harness.reset()
@@ -214,6 +221,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 " their timings are pessimistic. Rerun on an idle machine."
             )
             print()
+    if beside is not None:
+        print(
+            f"In flight: {beside.tracers} sagas whose first step waited for a retry"
+            f" while a burst of {beside.burst:,} new sagas was queued; the retries"
+            " fell due just after the worker was released. From due to end:"
+            f" p50 {beside.percentile(0.5) * 1000:.0f} ms, p95"
+            f" {beside.percentile(0.95) * 1000:.0f} ms; the burst took"
+            f" {beside.burst_elapsed:.1f}s and {beside.burst_left_at_median:,} of"
+            " it were still unfinished when the median tracer ended."
+        )
+        print()
     if result is not None:
         print(
             f"Scale: {result.finished:,} finished + {result.active:,} active sagas"
@@ -221,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(report.scale_table(result))
         print()
-    targets = report.targets(runs, result)
+    targets = report.targets(runs, result, beside)
     print(
         report.table(
             ["target", "figure", "target", "status"],

@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from bench.inflight import InFlight
 from bench.scale import ScaleResult
 from bench.throughput import Run
 
@@ -179,7 +180,9 @@ def _x(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "-"
 
 
-def targets(runs: Sequence[Run], scale: ScaleResult | None) -> list[Target]:
+def targets(
+    runs: Sequence[Run], scale: ScaleResult | None, beside: InFlight | None = None
+) -> list[Target]:
     """Return each target with the figure this run measured."""
     out: list[Target] = []
     raw, engine = _find(runs, "raw chain", "burst"), _find(runs, "engine", "burst")
@@ -228,6 +231,18 @@ def targets(runs: Sequence[Run], scale: ScaleResult | None) -> list[Target]:
                 f" vs {raw.percentile(0.5) * 1000:.0f} ms)",
                 "<= 0.5x",
                 ratio <= 0.5,
+            )
+        )
+    if beside is not None:
+        # Not stalled: a begun saga ends long before the burst queued ahead of it.
+        share = beside.percentile(0.5) / beside.burst_elapsed
+        out.append(
+            Target(
+                f"in-flight p50 beside a {beside.burst:,} burst / the burst's drain",
+                f"{share:.3f}x ({beside.percentile(0.5) * 1000:.0f} ms vs"
+                f" {beside.burst_elapsed:.1f} s)",
+                "<= 0.1x",
+                share <= 0.1,
             )
         )
     if order:

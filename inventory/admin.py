@@ -51,7 +51,6 @@ class ReservationAdmin(SagaRecordAdmin):
     list_select_related = ("product",)
     search_fields = ("product__sku__exact",)
     search_help_text = "A saga id, or a SKU (exact)."
-    show_full_result_count = False
     fields = (
         "product",
         "quantity",
@@ -60,7 +59,6 @@ class ReservationAdmin(SagaRecordAdmin):
         "created_at",
         "released_at",
     )
-    readonly_fields = ("saga_link",)
 
 
 register_related(Reservation, label="Stock reservations")

@@ -38,7 +38,6 @@ class OrderAdmin(SagaRecordAdmin):
     # Exact lookups use the indexes; an order or saga id (a UUID) matches too.
     search_fields = ("customer_id__exact",)
     search_help_text = "An order id or saga id, or a customer id (exact)."
-    show_full_result_count = False
     fields = (
         "id",
         "status",
@@ -52,7 +51,6 @@ class OrderAdmin(SagaRecordAdmin):
         "created_at",
         "updated_at",
     )
-    readonly_fields = ("total", "saga_link")
     inlines = [OrderLineInline]
 
     @admin.display(description="total", ordering="total_cents")

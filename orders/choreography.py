@@ -32,6 +32,7 @@ from sagas.events.consumers import handler, seen
 from sagas.events.envelope import Event
 from sagas.events.flows import register_flow
 from sagas.events.outbox import publish
+from sagas.idempotency import make_key
 from shipping.carrier import BookingVoided, UnsupportedDestination
 from shipping.services import shipment_create
 
@@ -85,8 +86,8 @@ def _forward(event: Event, **extra: Any) -> dict[str, Any]:
 
 
 def _charge_key(event: Event) -> str:
-    # The same shape as the orchestrated saga's idempotency keys.
-    return f"{_flow(event)}:charge_payment:action"
+    # The same keys as the orchestrated saga's steps.
+    return make_key(_flow(event), "charge_payment")
 
 
 # --- payments -----------------------------------------------------------------
@@ -158,7 +159,7 @@ def ship_order(event: Event) -> None:
     """Book the shipment; when the carrier refuses, ask for everything back."""
     try:
         shipment = shipment_create(
-            idempotency_key=f"{_flow(event)}:create_shipment:action",
+            idempotency_key=make_key(_flow(event), "create_shipment"),
             saga_id=_flow(event),
             reference=event.flow_key,
             address=event.payload["shipping_address"],

@@ -11,12 +11,8 @@ from uuid import UUID
 from django.contrib import admin
 
 from payments.models import GatewayCharge, GatewayFault, GatewayLedgerEntry, Payment
-from sagas.admin import SagaRecordAdmin, register_related, saga_id_from_key
-
-
-def _key_prefix(saga_id: UUID) -> str:
-    # Idempotency keys read "<saga id>:<step>:<action|compensation>".
-    return f"{saga_id}:"
+from sagas.admin import SagaRecordAdmin, register_related
+from sagas.idempotency import saga_id_from_key, saga_prefix
 
 
 @admin.register(Payment)
@@ -32,7 +28,6 @@ class PaymentAdmin(SagaRecordAdmin):
     list_filter = ("status",)
     search_fields = ("reference__exact", "idempotency_key__startswith")
     search_help_text = "A saga id, a reference (exact) or the start of a key."
-    show_full_result_count = False
     fields = (
         "reference",
         "amount",
@@ -43,7 +38,6 @@ class PaymentAdmin(SagaRecordAdmin):
         "created_at",
         "refunded_at",
     )
-    readonly_fields = ("amount", "saga_link")
 
     @admin.display(description="amount", ordering="amount_cents")
     def amount(self, obj: Payment) -> str:
@@ -65,8 +59,6 @@ class GatewayChargeAdmin(SagaRecordAdmin):
     list_filter = ("status",)
     search_fields = ("key__startswith",)
     search_help_text = "The start of a charge key: a saga id finds its charges."
-    show_full_result_count = False
-    readonly_fields = ("saga_link",)
 
     def saga_id_for(self, obj: GatewayCharge) -> UUID | None:
         return saga_id_from_key(obj.key)
@@ -79,8 +71,6 @@ class GatewayLedgerEntryAdmin(SagaRecordAdmin):
     list_select_related = ("charge",)
     search_fields = ("charge__key__startswith",)
     search_help_text = "The start of a charge key: a saga id finds its entries."
-    show_full_result_count = False
-    readonly_fields = ("saga_link",)
 
     def saga_id_for(self, obj: GatewayLedgerEntry) -> UUID | None:
         return saga_id_from_key(obj.charge.key)
@@ -96,5 +86,5 @@ register_related(
     GatewayCharge,
     "key__startswith",
     label="Gateway charges (sandbox)",
-    value=_key_prefix,
+    value=saga_prefix,
 )

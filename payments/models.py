@@ -96,10 +96,21 @@ class GatewayFault(models.Model):
     sandbox_provider = True
 
     operation = models.CharField(
-        max_length=16, unique=True, choices=[("charge", "charge"), ("refund", "refund")]
+        max_length=16,
+        unique=True,
+        choices=[("charge", "charge"), ("refund", "refund")],
+        help_text="The gateway call that fails.",
     )
-    remaining = models.IntegerField(default=1)
-    message = models.CharField(max_length=200, default="gateway unavailable")
+    remaining = models.IntegerField(
+        default=1,
+        help_text="How many more calls fail; -1 fails every call until the row "
+        "is deleted.",
+    )
+    message = models.CharField(
+        max_length=200,
+        default="gateway unavailable",
+        help_text="The error the failing calls raise (a transient one).",
+    )
 
     def __str__(self) -> str:
         return f"{self.operation}: {self.remaining} failures left"

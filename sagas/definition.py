@@ -25,6 +25,7 @@ from typing import Any
 from uuid import UUID
 
 from sagas.errors import DefinitionError, TransientError
+from sagas.idempotency import ACTION, make_key
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -91,12 +92,12 @@ class StepContext:
     @property
     def idempotency_key(self) -> str:
         """Return the key the step passes to the services it calls."""
-        return f"{self.saga_id}:{self.step}:{self.kind}"
+        return make_key(self.saga_id, self.step, self.kind)
 
     @property
     def action_key(self) -> str:
         """Return the key the step's action used: a compensation undoes by it."""
-        return f"{self.saga_id}:{self.step}:action"
+        return make_key(self.saga_id, self.step, ACTION)
 
 
 StepFunction = Callable[[StepContext], Mapping[str, Any] | None]

@@ -6,13 +6,9 @@ from uuid import UUID
 
 from django.contrib import admin
 
-from sagas.admin import SagaRecordAdmin, register_related, saga_id_from_key
+from sagas.admin import SagaRecordAdmin, register_related
+from sagas.idempotency import saga_id_from_key, saga_prefix
 from shipping.models import CarrierBooking, Shipment
-
-
-def _key_prefix(saga_id: UUID) -> str:
-    # Idempotency keys read "<saga id>:<step>:<action|compensation>".
-    return f"{saga_id}:"
 
 
 @admin.register(Shipment)
@@ -29,7 +25,6 @@ class ShipmentAdmin(SagaRecordAdmin):
     list_filter = ("status",)
     search_fields = ("reference__exact", "tracking_number__exact")
     search_help_text = "A saga id, or a reference or tracking number (exact)."
-    show_full_result_count = False
     fields = (
         "reference",
         "status",
@@ -41,7 +36,6 @@ class ShipmentAdmin(SagaRecordAdmin):
         "created_at",
         "cancelled_at",
     )
-    readonly_fields = ("saga_link",)
 
 
 @admin.register(CarrierBooking)
@@ -51,8 +45,6 @@ class CarrierBookingAdmin(SagaRecordAdmin):
     list_filter = ("status",)
     search_fields = ("key__startswith",)
     search_help_text = "The start of a booking key: a saga id finds its bookings."
-    show_full_result_count = False
-    readonly_fields = ("saga_link",)
 
     def saga_id_for(self, obj: CarrierBooking) -> UUID | None:
         return saga_id_from_key(obj.key)
@@ -63,5 +55,5 @@ register_related(
     CarrierBooking,
     "key__startswith",
     label="Carrier bookings (sandbox)",
-    value=_key_prefix,
+    value=saga_prefix,
 )

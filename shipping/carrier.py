@@ -24,14 +24,13 @@ def book(*, key: str, country: str) -> str:
     network_latency()
     if country in UNSUPPORTED_COUNTRIES:
         raise UnsupportedDestination(f"the carrier does not deliver to {country}")
-    try:
-        with transaction.atomic(using=SANDBOX_ALIAS):
-            booking, _ = CarrierBooking.objects.get_or_create(
-                key=key,
-                defaults={"country": country, "status": CarrierBookingStatus.BOOKED},
-            )
-    except IntegrityError:
-        booking = CarrierBooking.objects.get(key=key)
+    # The first call with a key books; a later one (or a cancel that came
+    # first and voided the key) leaves the row as it is.
+    CarrierBooking.objects.bulk_create(
+        [CarrierBooking(key=key, country=country, status=CarrierBookingStatus.BOOKED)],
+        ignore_conflicts=True,
+    )
+    booking = CarrierBooking.objects.get(key=key)
     if booking.status == CarrierBookingStatus.VOIDED:
         raise BookingVoided("this shipment was cancelled before it was booked")
     return f"SBX{booking.pk:010d}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from html.parser import HTMLParser
 from typing import Any
 
 from django.contrib.auth.models import Permission, User
@@ -126,8 +127,52 @@ def change_url(saga_id: Any) -> str:
     return f"/admin/sagas/saga/{saga_id}/change/"
 
 
-def action_url(saga_id: Any, action: str) -> str:
+def former_action_url(saga_id: Any, action: str) -> str:
+    """Return the address an action's page for one saga used to have."""
     return f"/admin/sagas/saga/{saga_id}/{action}/"
 
 
 CHANGELIST = "/admin/sagas/saga/"
+
+
+def button_post(saga_id: Any, action: str, **fields: str) -> dict[str, Any]:
+    """Return what the ``action`` button on a saga's page posts to the saga list."""
+    return {
+        "action": f"{action}_selected",
+        "_selected_action": [str(saga_id)],
+        "_from_saga_page": "1",
+        **fields,
+    }
+
+
+def confirm_post(saga_id: Any, action: str, **fields: str) -> dict[str, Any]:
+    """Return what the confirmation page of a saga page's ``action`` posts."""
+    return button_post(saga_id, action, post="yes", **fields)
+
+
+class _Buttons(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: dict[str, dict[str, Any]] = {}
+        self._form: dict[str, Any] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        if tag == "form" and "saga-action-form" in (named.get("class") or ""):
+            self._form = {"url": named.get("action"), "method": named.get("method")}
+            self.forms[str(named.get("data-action"))] = self._form
+        elif tag == "input" and self._form is not None and named.get("name"):
+            self._form[str(named["name"])] = named.get("value")
+        elif tag == "button" and self._form is not None:
+            self._form["button"] = named.get("class")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._form = None
+
+
+def operator_buttons(html: str) -> dict[str, dict[str, Any]]:
+    """Return the operator buttons of a saga's page: per action, what it posts."""
+    parser = _Buttons()
+    parser.feed(html)
+    return parser.forms

@@ -1,4 +1,5 @@
-"""Operator actions from the admin: refusals, repeats, bulk runs and busy sagas."""
+"""Operator actions from the admin: one action per verb, run on one saga from its
+page or on many from the list; refusals, repeats, bulk runs and busy sagas."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ from django.test import Client
 from sagas.models import Saga
 from tests.admin_support import (
     CHANGELIST,
-    action_url,
+    button_post,
     change_url,
     completed_saga,
+    confirm_post,
     failed_saga,
+    former_action_url,
+    operator_buttons,
     operator_events,
     pending_saga,
     snapshot,
@@ -60,7 +64,7 @@ def test_action_in_the_wrong_state_is_refused_and_changes_nothing(
 
     # when
     response = admin_client.post(
-        action_url(saga.pk, action), {"reason": REASON}, follow=True
+        CHANGELIST, confirm_post(saga.pk, action, reason=REASON), follow=True
     )
 
     # then
@@ -81,11 +85,124 @@ def test_confirmation_page_warns_when_the_action_does_not_fit(
     saga = completed_saga("order:1")
 
     # when
-    response = admin_client.get(action_url(saga.pk, "retry"))
+    response = admin_client.post(CHANGELIST, button_post(saga.pk, "retry"))
 
     # then
     assert response.status_code == 200
     assert b"does not apply to a saga that is completed" in response.content
+
+
+def test_button_on_a_saga_page_posts_its_action_for_that_saga(
+    admin_client: Client,
+) -> None:
+    # given
+    saga = failed_saga("order:1")
+    before = snapshot(saga.pk)
+
+    # when: the page's retry button is pressed, posting what its form holds
+    page = admin_client.get(change_url(saga.pk)).content.decode()
+    button = operator_buttons(page)["retry"]
+    posted = {k: v for k, v in button.items() if k not in ("url", "method", "button")}
+    response = admin_client.post(button["url"], posted)
+
+    # then: the saga list answers with the confirmation for that one saga
+    assert (button["url"], button["method"]) == (CHANGELIST, "post")
+    assert posted == {
+        "csrfmiddlewaretoken": posted["csrfmiddlewaretoken"],
+        "action": "retry_selected",
+        "_selected_action": str(saga.pk),
+        "_from_saga_page": "1",
+    }
+    assert response.status_code == 200
+    assert response.templates[0].name == "admin/sagas/saga/operator_action.html"
+    html = response.content.decode()
+    assert html.count('name="_selected_action"') == 1
+    assert f'name="_selected_action" value="{saga.pk}"' in html
+    assert 'name="action" value="retry_selected"' in html
+    assert 'name="post" value="yes"' in html
+    assert 'name="_from_saga_page" value="1"' in html
+    assert f'href="{change_url(saga.pk)}" class="closelink"' in html
+    assert response.context["title"] == "Retry: order:1"
+    assert [row.saga.pk for row in response.context["sagas"]] == [saga.pk]
+    assert snapshot(saga.pk) == before
+
+
+def test_confirmation_for_many_lists_each_saga_and_returns_to_the_list(
+    admin_client: Client,
+) -> None:
+    # given
+    failed = [failed_saga("order:1"), failed_saga("order:2")]
+    done = completed_saga("order:3")
+    sagas = [*failed, done]
+    before = [snapshot(saga.pk) for saga in sagas]
+
+    # when
+    response = _bulk(admin_client, "resolve", sagas)
+
+    # then
+    assert response.status_code == 200
+    assert response.templates[0].name == "admin/sagas/saga/operator_action.html"
+    html = response.content.decode()
+    for saga in sagas:
+        assert f'<tr data-saga="{saga.pk}"' in html
+        assert f'name="_selected_action" value="{saga.pk}"' in html
+    assert f'<tr data-saga="{done.pk}" class="saga-not-offered">' in html
+    assert "1 of these sagas is in a state this action does not apply to" in html
+    assert 'name="_from_saga_page"' not in html
+    assert f'href="{CHANGELIST}" class="closelink"' in html
+    assert 'value="Mark resolved: 3 sagas"' in html
+    assert response.context["title"] == "Mark resolved: 3 selected sagas"
+    assert [snapshot(saga.pk) for saga in sagas] == before
+
+
+def test_confirmation_renders_the_reason_with_the_admins_fieldset(
+    admin_client: Client,
+) -> None:
+    # given
+    saga = failed_saga("order:1")
+
+    # when
+    asked = admin_client.post(CHANGELIST, button_post(saga.pk, "resolve"))
+    empty = admin_client.post(CHANGELIST, confirm_post(saga.pk, "resolve", reason=""))
+
+    # then
+    html = asked.content.decode()
+    assert '<fieldset class="module aligned ">' in html
+    assert 'class="form-row field-reason"' in html
+    assert '<div class="help" id="id_reason_helptext">' in html
+    assert "<div>Recorded in the saga's timeline with your name.</div>" in html
+    assert "Please correct the error below." not in html
+    assert "Please correct the error below." in empty.content.decode()
+    assert '<ul class="errorlist"' in empty.content.decode()
+
+
+def test_one_saga_selected_in_the_list_returns_to_the_list_named(
+    admin_client: Client,
+) -> None:
+    # given
+    saga = failed_saga("order:1")
+
+    # when
+    response = _bulk(admin_client, "resolve", [saga], post="yes", reason=REASON)
+
+    # then
+    assert response.redirect_chain == [(CHANGELIST, 302)]
+    assert _messages(response) == [("success", "Marked resolved: order:1.")]
+    assert Saga.objects.get(pk=saga.pk).status == "resolved"
+
+
+def test_former_action_page_leads_to_the_saga_page(admin_client: Client) -> None:
+    # given
+    saga = failed_saga("order:1")
+    before = snapshot(saga.pk)
+
+    # when
+    response = admin_client.get(former_action_url(saga.pk, "retry"), follow=True)
+
+    # then
+    assert response.redirect_chain == [(change_url(saga.pk), 302)]
+    assert "retry" in operator_buttons(response.content.decode())
+    assert snapshot(saga.pk) == before
 
 
 def test_same_action_posted_twice_applies_once(admin_client: Client) -> None:
@@ -94,11 +211,11 @@ def test_same_action_posted_twice_applies_once(admin_client: Client) -> None:
 
     # when
     first = admin_client.post(
-        action_url(saga.pk, "retry"), {"reason": REASON}, follow=True
+        CHANGELIST, confirm_post(saga.pk, "retry", reason=REASON), follow=True
     )
     after_first = snapshot(saga.pk)
     second = admin_client.post(
-        action_url(saga.pk, "retry"), {"reason": REASON}, follow=True
+        CHANGELIST, confirm_post(saga.pk, "retry", reason=REASON), follow=True
     )
 
     # then
@@ -119,10 +236,10 @@ def test_resolve_twice_resolves_once(admin_client: Client) -> None:
 
     # when
     first = admin_client.post(
-        action_url(saga.pk, "resolve"), {"reason": REASON}, follow=True
+        CHANGELIST, confirm_post(saga.pk, "resolve", reason=REASON), follow=True
     )
     second = admin_client.post(
-        action_url(saga.pk, "resolve"), {"reason": REASON}, follow=True
+        CHANGELIST, confirm_post(saga.pk, "resolve", reason=REASON), follow=True
     )
 
     # then
@@ -141,7 +258,9 @@ def test_action_needs_a_reason(admin_client: Client, reason: str) -> None:
     before = snapshot(saga.pk)
 
     # when
-    response = admin_client.post(action_url(saga.pk, "resolve"), {"reason": reason})
+    response = admin_client.post(
+        CHANGELIST, confirm_post(saga.pk, "resolve", reason=reason)
+    )
 
     # then
     assert response.status_code == 200
@@ -154,7 +273,7 @@ def test_action_is_recorded_in_the_admin_history(admin_client: Client) -> None:
     saga = failed_saga("order:1")
 
     # when
-    admin_client.post(action_url(saga.pk, "resolve"), {"reason": REASON})
+    admin_client.post(CHANGELIST, confirm_post(saga.pk, "resolve", reason=REASON))
     history = admin_client.get(f"/admin/sagas/saga/{saga.pk}/history/")
 
     # then
@@ -189,7 +308,7 @@ def test_action_on_a_saga_whose_step_is_running_is_refused(
     # when
     try:
         response = admin_client.post(
-            action_url(saga.pk, "retry"), {"reason": REASON}, follow=True
+            CHANGELIST, confirm_post(saga.pk, "retry", reason=REASON), follow=True
         )
     finally:
         release.set()
@@ -225,7 +344,7 @@ def test_bulk_action_asks_for_a_reason_before_acting(admin_client: Client) -> No
 
     # then
     assert chosen.status_code == 200
-    assert chosen.templates[0].name == "admin/sagas/saga/operator_action_bulk.html"
+    assert chosen.templates[0].name == "admin/sagas/saga/operator_action.html"
     html = chosen.content.decode()
     assert all(str(saga.pk) in html for saga in sagas)
     assert 'name="reason"' in html
@@ -269,7 +388,7 @@ def test_bulk_action_refuses_a_selection_over_the_limit(
     admin_client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given
-    monkeypatch.setattr("sagas.admin.saga.BULK_LIMIT", 2)
+    monkeypatch.setattr("sagas.admin.actions.BULK_LIMIT", 2)
     sagas = [failed_saga(f"order:{n}") for n in range(3)]
     before = [snapshot(saga.pk) for saga in sagas]
 
@@ -283,19 +402,24 @@ def test_bulk_action_refuses_a_selection_over_the_limit(
     assert [snapshot(saga.pk) for saga in sagas] == before
 
 
+@pytest.mark.parametrize(
+    "saga_id", ["2b1f0c7e-0000-4000-8000-000000000000", "not-a-saga-id"]
+)
+@pytest.mark.parametrize("confirmed", [False, True])
 def test_action_on_an_unknown_saga_redirects_with_a_message(
-    admin_client: Client,
+    admin_client: Client, saga_id: str, confirmed: bool
 ) -> None:
+    # given
+    post = confirm_post if confirmed else button_post
+
     # when
     response = admin_client.post(
-        action_url("2b1f0c7e-0000-4000-8000-000000000000", "retry"),
-        {"reason": REASON},
-        follow=True,
+        CHANGELIST, post(saga_id, "retry", reason=REASON), follow=True
     )
 
     # then
     assert response.redirect_chain == [(CHANGELIST, 302)]
     [(level, text)] = _messages(response)
     assert level == "warning"
-    assert "no saga with id '2b1f0c7e-0000-4000-8000-000000000000'" in text
+    assert f"no saga with id '{saga_id}'" in text
     assert not Saga.objects.exists()

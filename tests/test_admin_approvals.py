@@ -14,7 +14,7 @@ from sagas import engine, registry
 from sagas.definition import SagaDefinition, Step, Wait
 from sagas.models import Saga, SagaEvent, StepAttempt
 from sagas.states import AttemptStatus, SagaStatus
-from tests.admin_support import action_url, logged_in, make_user
+from tests.admin_support import CHANGELIST, confirm_post, logged_in, make_user
 from tests.engine_support import FAST, behave, calls, cleanup, run_next, start
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -48,7 +48,7 @@ def test_an_operator_approves_from_the_admin(client: Client) -> None:
     saga = _waiting_for_approval()
     olga = logged_in(make_user("olga", perms=["view_saga", "approve_saga"]))
 
-    response = olga.post(action_url(saga.pk, "approve"), {"reason": "KYC ok"})
+    response = olga.post(CHANGELIST, confirm_post(saga.pk, "approve", reason="KYC ok"))
     run_next(saga.pk)
 
     saga.refresh_from_db()
@@ -65,7 +65,7 @@ def test_an_operator_rejects_from_the_admin_and_the_saga_compensates(
     saga = _waiting_for_approval()
     olga = logged_in(make_user("olga", perms=["view_saga", "reject_saga"]))
 
-    response = olga.post(action_url(saga.pk, "reject"), {"reason": "fraud"})
+    response = olga.post(CHANGELIST, confirm_post(saga.pk, "reject", reason="fraud"))
     run_next(saga.pk)
 
     saga.refresh_from_db()
@@ -81,7 +81,7 @@ def test_approving_needs_its_own_permission(client: Client) -> None:
     others = ["retry_saga", "resume_saga", "compensate_saga", "resolve_saga"]
     viewer = logged_in(make_user("viewer", perms=["view_saga", *others, "reject_saga"]))
 
-    response = viewer.post(action_url(saga.pk, "approve"), {"reason": "sure"})
+    response = viewer.post(CHANGELIST, confirm_post(saga.pk, "approve", reason="sure"))
 
     assert response.status_code == 403
     assert StepAttempt.objects.filter(saga=saga).latest("id").status == "waiting"

@@ -7,15 +7,19 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.apps import apps
 from django.db import connection
+from django.db.models import Model
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from django.utils.html import escape
 
 from sagas.admin.changelist import EstimatedCountPaginator, search_sagas
-from sagas.models import Saga, SagaEvent
+from sagas.models import Saga, SagaEvent, StepAttempt
 from tests.admin_support import (
     CHANGELIST,
+    button_post,
     change_url,
     compensated_saga,
     completed_saga,
@@ -345,3 +349,62 @@ def test_detail_offers_only_the_actions_that_fit_the_status(
     assert offered(pages["failed"]) == {"retry", "resolve"}
     assert offered(pages["pending"]) == {"resume", "compensate"}
     assert offered(pages["done"]) == set()
+
+
+@pytest.mark.parametrize("page", ["list", "saga", "confirmation", "versions"])
+def test_every_saga_page_links_the_admins_stylesheet(
+    admin_client: Client, page: str
+) -> None:
+    # given
+    saga = failed_saga("order:1")
+
+    # when
+    if page == "list":
+        response = admin_client.get(CHANGELIST)
+    elif page == "saga":
+        response = admin_client.get(change_url(saga.pk))
+    elif page == "confirmation":
+        response = admin_client.post(CHANGELIST, button_post(saga.pk, "retry"))
+    else:
+        response = admin_client.get(f"{CHANGELIST}versions/")
+
+    # then: the stylesheet is the admin's Media, not CSS inlined in the page
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert 'href="/static/sagas/admin/sagas.css"' in html
+    assert "<style" not in html
+
+
+def test_saga_page_explains_fields_with_the_models_help_text(
+    admin_client: Client,
+) -> None:
+    # given
+    saga = failed_saga("order:1")
+
+    def help_of(model: type[Model], name: str) -> str:
+        return escape(model._meta.get_field(name).help_text)  # type: ignore[union-attr]
+
+    # when
+    html = admin_client.get(change_url(saga.pk)).content.decode()
+
+    # then: read-only model fields carry their help text, as do the attempts'
+    # column headers
+    for name in ("business_key", "wake_at", "last_error", "finished_at"):
+        assert f"<div>{help_of(Saga, name)}</div>" in html, name
+    sent = help_of(StepAttempt, "dispatches")
+    redelivered = help_of(StepAttempt, "deliveries")
+    assert f'title="{sent} / {redelivered}">Sent / redelivered</th>' in html
+
+
+@pytest.mark.parametrize("app_label", ["sagas", "saga_events"])
+def test_every_field_of_the_engines_models_says_what_it_means(app_label: str) -> None:
+    # when
+    missing = [
+        f"{model.__name__}.{field.name}"
+        for model in apps.get_app_config(app_label).get_models()
+        for field in model._meta.concrete_fields
+        if not field.auto_created and not field.help_text
+    ]
+
+    # then
+    assert missing == []

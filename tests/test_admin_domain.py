@@ -6,6 +6,8 @@ import uuid
 from typing import Any
 
 import pytest
+from django.contrib import admin
+from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.auth.models import Permission
 from django.db import connection, connections
 from django.test import Client
@@ -14,6 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from inventory.models import Product, Reservation
 from orders.models import Order
 from payments.models import GatewayCharge, GatewayFault, GatewayLedgerEntry, Payment
+from sagas.admin.viewonly import ViewOnlyAdmin
 from sagas.testing import run_saga_inline
 from shipping.models import CarrierBooking, Shipment
 from tests.admin_support import change_url, logged_in, make_user
@@ -239,3 +242,46 @@ def test_saga_page_lists_only_records_the_operator_may_view(catalogue: None) -> 
     assert [section.label for section in response.context["related"]] == ["Orders"]
     order = Order.objects.get(saga_id=saga_id)
     assert f'href="/admin/orders/order/{order.pk}/change/"' in response.content.decode()
+
+
+VIEW_ONLY = sorted(
+    (model._meta.label, model_admin)
+    for model, model_admin in admin.site._registry.items()
+    if isinstance(model_admin, ViewOnlyAdmin)
+)
+
+
+def test_every_admin_of_rows_only_code_writes_is_view_only() -> None:
+    # given: the admins of rows that the engine and the services write
+    labels = {label for label, _ in VIEW_ONLY}
+
+    # then
+    assert labels >= {
+        "sagas.Saga",
+        "saga_events.Flow",
+        "saga_events.OutboxEvent",
+        *(model._meta.label for model, _, _ in RECORDS),
+        "payments.GatewayLedgerEntry",
+    }
+
+
+@pytest.mark.parametrize(("label", "model_admin"), VIEW_ONLY)
+def test_a_view_only_admin_shows_every_field_read_only_and_counts_once(
+    label: str, model_admin: Any, rf: Any, admin_user: Any
+) -> None:
+    # given
+    request = rf.get("/")
+    request.user = admin_user
+
+    # when
+    shown = flatten_fieldsets(model_admin.get_fieldsets(request))
+    readonly = model_admin.get_readonly_fields(request)
+
+    # then: nothing on the page is a form field, and the list skips COUNT(*)
+    assert shown
+    assert set(shown) <= set(readonly), label
+    assert model_admin.get_form(request)().fields == {}, label
+    assert model_admin.show_full_result_count is False
+    assert not model_admin.has_add_permission(request)
+    assert not model_admin.has_change_permission(request)
+    assert not model_admin.has_delete_permission(request)

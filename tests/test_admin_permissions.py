@@ -16,11 +16,14 @@ from django.test import Client
 from sagas.models import Saga, SagaEvent
 from tests.admin_support import (
     CHANGELIST,
-    action_url,
+    button_post,
     change_url,
+    confirm_post,
     failed_saga,
+    former_action_url,
     logged_in,
     make_user,
+    operator_buttons,
     operator_events,
     pending_saga,
     snapshot,
@@ -119,14 +122,16 @@ def _assert_refused(
 
 @pytest.mark.parametrize("role", [*ROLES, "superuser"])
 @pytest.mark.parametrize("action", ACTIONS)
-def test_action_page_get_never_acts(action: str, role: str) -> None:
+def test_action_button_post_only_asks_for_confirmation(action: str, role: str) -> None:
     # given
     saga = START[action](f"order:{action}")
     user = _user(role, action)
     before = snapshot(saga.pk)
 
-    # when
-    response = logged_in(user).get(action_url(saga.pk, action), {"reason": REASON})
+    # when: the button's post, even with a reason, is not the confirmed one
+    response = logged_in(user).post(
+        CHANGELIST, button_post(saga.pk, action, reason=REASON)
+    )
 
     # then
     if role in ALLOWED:
@@ -150,7 +155,9 @@ def test_action_post_acts_only_for_holders_of_its_permission(
     before = snapshot(saga.pk)
 
     # when
-    response = logged_in(user).post(action_url(saga.pk, action), {"reason": REASON})
+    response = logged_in(user).post(
+        CHANGELIST, confirm_post(saga.pk, action, reason=REASON)
+    )
 
     # then
     if role in ALLOWED:
@@ -223,8 +230,12 @@ def test_button_shows_only_with_the_permission(action: str) -> None:
     without = other.get(change_url(saga.pk)).content.decode()
 
     # then
-    assert f'href="{action_url(saga.pk, action)}"' in with_permission
-    assert f'href="{action_url(saga.pk, action)}"' not in without
+    button = operator_buttons(with_permission)[action]
+    assert button["url"] == CHANGELIST
+    assert button["action"] == f"{action}_selected"
+    assert button["_selected_action"] == str(saga.pk)
+    assert action not in operator_buttons(without)
+    assert f'value="{action}_selected"' not in without
 
 
 def _csrf_client() -> tuple[Client, User]:
@@ -232,14 +243,15 @@ def _csrf_client() -> tuple[Client, User]:
     return logged_in(user, enforce_csrf_checks=True), user
 
 
-def test_action_post_without_csrf_token_is_refused() -> None:
+@pytest.mark.parametrize("post", [button_post, confirm_post])
+def test_action_post_without_csrf_token_is_refused(post: Callable[..., Any]) -> None:
     # given
     saga = failed_saga("order:csrf")
     client, _ = _csrf_client()
     before = snapshot(saga.pk)
 
     # when
-    response = client.post(action_url(saga.pk, "retry"), {"reason": REASON})
+    response = client.post(CHANGELIST, post(saga.pk, "retry", reason=REASON))
 
     # then
     assert response.status_code == 403
@@ -247,19 +259,21 @@ def test_action_post_without_csrf_token_is_refused() -> None:
 
 
 def test_action_post_with_the_pages_csrf_token_acts() -> None:
-    # given: the token the confirmation page hands out
+    # given: the token the saga's page hands out with its buttons
     saga = failed_saga("order:csrf")
     client, user = _csrf_client()
-    client.get(action_url(saga.pk, "retry"))
-    token = client.cookies["csrftoken"].value
+    button = operator_buttons(client.get(change_url(saga.pk)).content.decode())
+    token = button["retry"]["csrfmiddlewaretoken"]
 
     # when
-    response = client.post(
-        action_url(saga.pk, "retry"), {"reason": REASON, "csrfmiddlewaretoken": token}
+    confirmed = client.post(
+        CHANGELIST,
+        confirm_post(saga.pk, "retry", reason=REASON, csrfmiddlewaretoken=token),
     )
 
     # then
-    assert response.status_code == 302
+    assert confirmed.status_code == 302
+    assert confirmed["Location"] == change_url(saga.pk)
     _assert_acted(saga.pk, "retry", user)
 
 
@@ -285,19 +299,22 @@ def test_bulk_action_without_csrf_token_is_refused() -> None:
     assert snapshot(saga.pk) == before
 
 
-@pytest.mark.parametrize("method", ["put", "delete", "patch"])
-def test_action_url_accepts_only_get_and_post(
-    method: str, admin_client: Client
-) -> None:
+@pytest.mark.parametrize("method", ["post", "put", "delete", "patch"])
+def test_former_action_page_only_redirects(method: str, admin_client: Client) -> None:
     # given
     saga = failed_saga("order:verbs")
     before = snapshot(saga.pk)
 
     # when
-    response = getattr(admin_client, method)(action_url(saga.pk, "resolve"))
+    response = getattr(admin_client, method)(
+        former_action_url(saga.pk, "resolve"), {"reason": REASON}
+    )
+    shown = admin_client.get(former_action_url(saga.pk, "resolve"))
 
     # then
     assert response.status_code == 405
+    assert shown.status_code == 302
+    assert shown["Location"] == change_url(saga.pk)
     assert snapshot(saga.pk) == before
     assert not SagaEvent.objects.filter(
         saga=saga, actor__startswith="operator:"

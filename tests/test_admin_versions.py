@@ -13,7 +13,14 @@ from django.test import Client
 from sagas import registry
 from sagas.models import SagaEvent, StepAttempt
 from sagas.states import AttemptStatus, SagaStatus
-from tests.admin_support import action_url, failed_saga, logged_in, make_user
+from tests.admin_support import (
+    CHANGELIST,
+    button_post,
+    confirm_post,
+    failed_saga,
+    logged_in,
+    make_user,
+)
 from tests.engine_support import cleanup, define, run_next, start
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -72,12 +79,12 @@ def test_operator_moves_a_saga_to_another_version_from_the_admin(
         "c", "c", "c", names=("reserve", "charge", "ship"), name="movable", version=2
     )
 
-    form = admin_client.get(action_url(saga.pk, "migrate")).content.decode()
+    form = admin_client.post(CHANGELIST, button_post(saga.pk, "migrate"))
     response = admin_client.post(
-        action_url(saga.pk, "migrate"), {"version": "2", "reason": "v1 retired"}
+        CHANGELIST, confirm_post(saga.pk, "migrate", version="2", reason="v1 retired")
     )
 
-    assert 'name="version"' in form
+    assert 'name="version"' in form.content.decode()
     assert response.status_code == 302
     saga.refresh_from_db()
     assert saga.version == 2
@@ -93,7 +100,7 @@ def test_operator_skips_a_failed_compensation_from_the_admin(
     saga = failed_saga("order:skip")
 
     response = admin_client.post(
-        action_url(saga.pk, "skip"), {"reason": "released by hand in the WMS"}
+        CHANGELIST, confirm_post(saga.pk, "skip", reason="released by hand in the WMS")
     )
 
     assert response.status_code == 302
@@ -111,14 +118,14 @@ def test_moving_a_saga_needs_its_own_permission() -> None:
     others = [f"{a}_saga" for a in ("retry", "resume", "compensate", "resolve", "skip")]
     without = logged_in(make_user("viewer", perms=["view_saga", *others]))
     holder = logged_in(make_user("mover", perms=["view_saga", "migrate_saga"]))
-    body = {"version": "2", "reason": "v2 is live"}
+    body = confirm_post(saga.pk, "migrate", version="2", reason="v2 is live")
 
-    refused = without.post(action_url(saga.pk, "migrate"), body)
+    refused = without.post(CHANGELIST, body)
     saga.refresh_from_db()
     assert refused.status_code == 403
     assert saga.version == 1
 
-    accepted = holder.post(action_url(saga.pk, "migrate"), body)
+    accepted = holder.post(CHANGELIST, body)
     saga.refresh_from_db()
     assert accepted.status_code == 302
     assert saga.version == 2

@@ -86,6 +86,10 @@ def test_operator_retries_a_failed_saga_from_the_browser(
     # when: log in and filter the list to failed sagas
     _log_in(page, live_server.url, "ada")
     expect(page.locator(".saga-status-counts")).to_contain_text("Failed")
+    # The admin's stylesheet is a static file, served like Django's own.
+    expect(page.locator(".saga-status-counts .saga-badge").first).to_have_css(
+        "border-radius", "10px"
+    )
     page.screenshot(path=screenshots / "01-saga-list.png", full_page=True)
     page.locator("#changelist-filter a[href='?status__exact=failed']").click()
     page.wait_for_url(re.compile(r"\?status__exact=failed$"))
@@ -113,9 +117,16 @@ def test_operator_retries_a_failed_saga_from_the_browser(
     expect(page.locator("tr.saga-event--operator")).to_have_count(0)
     page.screenshot(path=screenshots / "03-failed-saga-detail.png", full_page=True)
 
-    # when: retry with a reason
-    page.locator("a.saga-action--retry").click()
-    page.wait_for_url(re.compile(rf"/admin/sagas/saga/{saga.pk}/retry/"))
+    # when: retry with a reason; the button posts the retry action to the list
+    retry = page.locator("button.saga-action--retry")
+    expect(retry).to_have_css("border-radius", "15px")
+    retry.click()
+    page.wait_for_url(re.compile(r"/admin/sagas/saga/$"))
+    expect(page.locator("body")).to_have_class(
+        re.compile(r"\bsaga-operator-action--retry\b")
+    )
+    expect(page.locator("#saga-selected tbody tr")).to_have_count(1)
+    expect(page.locator("#saga-selected")).to_contain_text("order:1042")
     page.fill("#id_reason", REASON)
     page.screenshot(path=screenshots / "04-retry-confirmation.png", full_page=True)
     page.locator("input[type=submit][name=confirm]").click()

@@ -5,6 +5,8 @@ Real worker and beat processes on PostgreSQL and Redis.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from typing import Any
@@ -102,3 +104,42 @@ def test_kill9_during_an_inline_step_is_recovered_once_by_the_sweeper(
         Effect.objects.filter(saga_id=saga_id).values_list("step", flat=True)
     )
     assert sorted(effects) == sorted(STEPS)
+
+
+def test_a_begun_saga_is_not_stalled_behind_a_burst_of_new_ones(
+    start_worker: Any,
+) -> None:
+    # given: one step per message, one worker process; saga A's first step is
+    # running when the worker is frozen and 100 new sagas are queued
+    worker = start_worker("fifo", concurrency=1, SAGAS_INLINE_STEPS="0")
+    begun = _start(sleep={"step_one": 3})
+    time.sleep(1.5)
+    assert worker.proc is not None
+    os.killpg(worker.proc.pid, signal.SIGSTOP)
+    try:
+        with transaction.atomic():
+            burst = [
+                str(
+                    saga_start(
+                        "test_four_steps",
+                        business_key=f"burst:{uuid.uuid4()}",
+                        context={},
+                    ).pk
+                )
+                for _ in range(100)
+            ]
+    finally:
+        os.killpg(worker.proc.pid, signal.SIGCONT)
+
+    # when
+    sagas = wait_for_sagas([begun, *burst], timeout=120)
+
+    # then: A's later steps went ahead of the queued first steps, so it ended
+    # before the burst's first steps had run (in arrival order, after them all)
+    assert {s.status for s in sagas} == {SagaStatus.COMPLETED}
+    ended = sagas[0].finished_at
+    assert ended is not None
+    first_steps_before = StepAttempt.objects.filter(
+        saga_id__in=burst, step="step_one", finished_at__lt=ended
+    ).count()
+    assert first_steps_before <= 10, f"{first_steps_before} burst steps went first"

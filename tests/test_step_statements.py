@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.db import DatabaseError, connection, transaction
@@ -198,3 +199,27 @@ def test_compensation_reads_the_failed_attempt_written_in_its_own_transaction() 
         .values_list("step", flat=True)
     )
     assert compensations == ["step_2", "step_1"]
+
+
+@pytest.mark.parametrize("prepared", [1, 0])
+def test_prepared_statements_follow_the_setting(prepared: int, settings: Any) -> None:
+    # given: the setting, and a two-step saga on a fresh connection
+    settings.SAGAS_PREPARED_STATEMENTS = prepared
+    connection.close()
+    definition = define("c", "c")
+    with transaction.atomic():
+        saga = saga_start(definition, business_key=f"prep:{uuid.uuid4()}")
+
+    # when: both steps run
+    run_next(saga.pk)
+    run_next(saga.pk)
+
+    # then: the saga completed either way; only with the setting on did this
+    # connection keep the step path's statements prepared on the server
+    saga.refresh_from_db()
+    assert saga.status == SagaStatus.COMPLETED
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+        row = cursor.fetchone()
+    assert row is not None
+    assert (row[0] > 0) == bool(prepared)

@@ -91,6 +91,7 @@ def test_gunicorn_with_debug_off_serves_api_and_admin_assets(
         status, body = _request(f"{base}/api/orders/", order_body())
         invalid_status, invalid = _request(f"{base}/api/orders/", {"items": []})
         css_status, _ = _request(f"{base}/static/admin/css/base.css")
+        sagas_css_status, sagas_css = _request(f"{base}/static/sagas/admin/sagas.css")
         schema_status, _ = _request(f"{base}/api/openapi.json")
         order = json.loads(body)
         wait_for_sagas([order["saga_id"]], timeout=30)
@@ -103,6 +104,8 @@ def test_gunicorn_with_debug_off_serves_api_and_admin_assets(
     assert invalid_status == 400
     assert "customer_id" in {e["field"] for e in json.loads(invalid)["errors"]}
     assert css_status == 200
+    assert sagas_css_status == 200
+    assert b".saga-badge" in sagas_css
     assert schema_status == 200
     assert json.loads(tracked)["status"] == "confirmed"
 

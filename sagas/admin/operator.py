@@ -1,8 +1,10 @@
 """Operator actions: what each one does, who may run it, and the reason form.
 
-Every action goes through its engine verb, which locks the saga, checks its
-state and records a timeline event naming the operator; the admin only asks
-for a reason and reports the outcome.
+Each verb is one admin action, run from the saga list on the sagas selected
+there or from the button on a saga's page on that one saga, and confirmed on
+one page that asks for a reason. Every action goes through its engine verb,
+which locks the saga, checks its state and records a timeline event naming
+the operator; the admin only asks for a reason and reports the outcome.
 """
 
 from __future__ import annotations
@@ -16,20 +18,20 @@ from django import forms
 from django.contrib import messages
 
 from sagas import engine
-from sagas.errors import OperatorActionRefused
+from sagas.errors import DefinitionError, OperatorActionRefused
 from sagas.models import Saga
 from sagas.states import ACTIVE_SAGA_STATUSES, SagaStatus
 
-# A bulk action runs one engine transaction per saga while the operator waits:
+# An action runs one engine transaction per saga while the operator waits:
 # a larger selection belongs in a management command or a task.
 BULK_LIMIT = 500
-# Refusals named one by one in a bulk action's report; the rest are counted.
+# Refusals named one by one in a report on many sagas; the rest are counted.
 REFUSALS_NAMED = 10
 
 
 @dataclass(frozen=True)
 class OperatorAction:
-    # URL segment, and the permission ``<app>.<name>_saga``.
+    # The permission ``<app>.<name>_saga``, and the admin action ``<name>_selected``.
     name: str
     verb: Callable[..., Saga]
     label: str
@@ -46,7 +48,8 @@ class OperatorAction:
         return f"{self.name}_saga"
 
     @property
-    def bulk_name(self) -> str:
+    def admin_name(self) -> str:
+        """Return the admin action's name, the ``action`` the saga list is posted."""
         return f"{self.name}_selected"
 
     def run(self, saga_id: UUID | str, *, actor: str, **fields: Any) -> Saga:
@@ -174,34 +177,45 @@ ACTIONS: tuple[OperatorAction, ...] = (
 )
 
 ACTIONS_BY_NAME = {action.name: action for action in ACTIONS}
-ACTIONS_BY_BULK_NAME = {action.bulk_name: action for action in ACTIONS}
+ACTIONS_BY_ADMIN_NAME = {action.admin_name: action for action in ACTIONS}
 
 
 @dataclass
-class BulkOutcome:
+class Outcome:
     applied: list[UUID]
     refused: list[tuple[UUID, str]]
 
 
 def apply_to_many(
     action: OperatorAction, saga_ids: list[UUID], *, actor: str, **fields: Any
-) -> BulkOutcome:
+) -> Outcome:
     """Apply ``action`` to each saga in its own transaction; collect refusals."""
-    outcome = BulkOutcome(applied=[], refused=[])
+    outcome = Outcome(applied=[], refused=[])
     for saga_id in sorted(saga_ids):
         try:
             action.run(saga_id, actor=actor, **fields)
-        except OperatorActionRefused as exc:
+        except (OperatorActionRefused, DefinitionError) as exc:
             outcome.refused.append((saga_id, str(exc)))
         else:
             outcome.applied.append(saga_id)
     return outcome
 
 
-def bulk_report(
-    action: OperatorAction, outcome: BulkOutcome, keys: dict[UUID, str]
+def report(
+    action: OperatorAction, outcome: Outcome, keys: dict[UUID, str]
 ) -> list[tuple[int, str]]:
-    """Return the messages (level, text) telling an operator how a bulk run went."""
+    """Return the messages (level, text) telling an operator how the action went.
+
+    On one saga they name it; on many they count and name the refusals.
+    """
+    if len(keys) == 1:
+        [key] = keys.values()
+        if outcome.applied:
+            return [(messages.SUCCESS, f"{action.done}: {key}.")]
+        [(_, reason)] = outcome.refused
+        return [
+            (messages.ERROR, f"{action.label} refused: {reason}. Nothing was changed.")
+        ]
     report = []
     if outcome.applied:
         report.append(

@@ -22,6 +22,8 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
+from sagas.admin.viewonly import ViewOnlyAdmin
+
 # Enough rows to recognise what a saga touched; the rest is one click away.
 RELATED_LIMIT = 20
 
@@ -141,17 +143,20 @@ def _as_uuid(term: str) -> UUID | None:
         return None
 
 
-class SagaRecordAdmin(admin.ModelAdmin):
+class SagaRecordAdmin(ViewOnlyAdmin):
     """Admin for rows that saga steps write: view-only, linked to their saga.
 
     The engine and the domain services own these rows, so the admin never adds,
     edits or deletes them. A search term that is a UUID matches the primary key
     (when it is a UUID) or ``saga_field`` exactly, which an index serves.
+    Without declared ``fields``, a row's page shows its model's fields and
+    ``saga_link``.
     """
 
     # The column holding the saga id; None when the saga is found another way
     # (override ``saga_id_for``).
     saga_field: str | None = "saga_id"
+    readonly_fields = ("saga_link",)
 
     def saga_id_for(self, obj: Any) -> UUID | str | None:
         """Return the id of the saga that wrote ``obj``."""
@@ -184,17 +189,3 @@ class SagaRecordAdmin(admin.ModelAdmin):
         if not self.get_search_fields(request):
             return queryset.filter(exact), may_have_duplicates
         return queryset.filter(exact) | results, may_have_duplicates
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-def saga_id_from_key(key: str) -> UUID | None:
-    """Return the saga id that an idempotency key ``<saga id>:<step>:<kind>`` holds."""
-    return _as_uuid(key.split(":", 1)[0])

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
-from django.contrib import admin, messages
-from django.contrib.admin import helpers
-from django.contrib.admin.utils import quote, unquote
+from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path, reverse
+from django.urls import URLPattern, path
 from django.utils.html import format_html
-from django.views.decorators.http import require_http_methods
 
+from sagas.admin.actions import OperatorActionsAdmin
 from sagas.admin.changelist import (
     DefinitionFilter,
     EstimatedCountPaginator,
@@ -33,17 +30,7 @@ from sagas.admin.detail import (
     step_nodes,
     time_since,
 )
-from sagas.admin.operator import (
-    ACTIONS,
-    ACTIONS_BY_BULK_NAME,
-    ACTIONS_BY_NAME,
-    BULK_LIMIT,
-    OperatorAction,
-    apply_to_many,
-    bulk_report,
-)
 from sagas.admin.related import related_rows
-from sagas.errors import DefinitionError, OperatorActionRefused
 from sagas.models import Saga
 from sagas.redaction import redacted_context
 from sagas.selectors import (
@@ -56,20 +43,8 @@ from sagas.states import ACTIVE_SAGA_STATUSES, SagaStatus
 from sagas.templatetags.saga_admin import saga_badge
 
 
-def _bulk_action(action: OperatorAction) -> Callable[..., Any]:
-    def run(
-        model_admin: SagaAdmin, request: HttpRequest, queryset: QuerySet[Saga]
-    ) -> TemplateResponse | None:
-        return model_admin.run_bulk_action(request, queryset, action)
-
-    run.__name__ = action.bulk_name
-    return admin.action(
-        description=f"{action.label}: selected sagas", permissions=[action.name]
-    )(run)
-
-
 @admin.register(Saga)
-class SagaAdmin(admin.ModelAdmin):
+class SagaAdmin(OperatorActionsAdmin):
     list_display = (
         "short_id",
         "definition",
@@ -88,13 +63,11 @@ class SagaAdmin(admin.ModelAdmin):
     # The search itself is ``search_sagas``; a search field makes the box show.
     search_fields = ("business_key",)
     search_help_text = "A saga id (exact), or a business key (exact or its start)."
-    show_full_result_count = False
     # The status counts above the list stand in for facets, which would count
     # every filter option over the whole table.
     show_facets = admin.ShowFacets.NEVER
     paginator = EstimatedCountPaginator
     list_per_page = 50
-    actions = [_bulk_action(action) for action in ACTIONS]
     fieldsets = (
         (
             None,
@@ -115,21 +88,9 @@ class SagaAdmin(admin.ModelAdmin):
         ("Failure", {"fields": ("failed_step", "error", "last_error")}),
         ("Context", {"fields": ("context_json",)}),
     )
-    readonly_fields = (
-        "id",
-        "definition_version",
-        "business_key",
-        "status_badge",
-        "current_step_display",
-        "created_at",
-        "updated_at",
-        "finished_at",
-        "wake_at",
-        "failed_step",
-        "error",
-        "last_error",
-        "context_json",
-    )
+
+    class Media:
+        css = {"all": ("sagas/admin/sagas.css",)}
 
     # --- queries --------------------------------------------------------------
 
@@ -197,80 +158,25 @@ class SagaAdmin(admin.ModelAdmin):
         text = json.dumps(context, indent=2, sort_keys=True, cls=DjangoJSONEncoder)
         return format_html('<pre class="saga-json">{}</pre>', text)
 
-    # --- permissions ----------------------------------------------------------
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Only the engine changes a saga; operators act through the verbs below.
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def may_act(self, request: HttpRequest, action: OperatorAction) -> bool:
-        """Return True if the user holds the permission for ``action``."""
-        return bool(request.user.has_perm(f"{self.opts.app_label}.{action.codename}"))
-
-    # ``allowed_permissions`` of the bulk actions look these up by name.
-    def has_retry_permission(self, request: HttpRequest) -> bool:
-        return self.may_act(request, ACTIONS_BY_NAME["retry"])
-
-    def has_resume_permission(self, request: HttpRequest) -> bool:
-        return self.may_act(request, ACTIONS_BY_NAME["resume"])
-
-    def has_compensate_permission(self, request: HttpRequest) -> bool:
-        return self.may_act(request, ACTIONS_BY_NAME["compensate"])
-
-    def has_resolve_permission(self, request: HttpRequest) -> bool:
-        return self.may_act(request, ACTIONS_BY_NAME["resolve"])
-
-    def has_skip_permission(self, request: HttpRequest) -> bool:
-        return self.may_act(request, ACTIONS_BY_NAME["skip"])
-
-    def has_migrate_permission(self, request: HttpRequest) -> bool:
-        return self.may_act(request, ACTIONS_BY_NAME["migrate"])
-
-    def has_approve_permission(self, request: HttpRequest) -> bool:
-        return self.may_act(request, ACTIONS_BY_NAME["approve"])
-
-    def has_reject_permission(self, request: HttpRequest) -> bool:
-        return self.may_act(request, ACTIONS_BY_NAME["reject"])
-
     # --- pages ----------------------------------------------------------------
 
     def get_urls(self) -> list[URLPattern]:
         opts = self.opts
-        operator_urls = [
+        return [
             path(
                 "versions/",
                 self.admin_site.admin_view(self.versions_view),
                 name=f"{opts.app_label}_{opts.model_name}_versions",
             ),
-        ] + [
-            path(
-                f"<path:object_id>/{action.name}/",
-                self.admin_site.admin_view(self._operator_view(action)),
-                name=f"{opts.app_label}_{opts.model_name}_{action.name}",
-            )
-            for action in ACTIONS
+            *super().get_urls(),
         ]
-        return operator_urls + super().get_urls()
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        if request.method == "POST":
-            # A bulk action the user may not run was never offered to them:
-            # a request naming it is forged, not a slip.
-            for name in request.POST.getlist("action"):
-                action = ACTIONS_BY_BULK_NAME.get(name)
-                if action is not None and not self.may_act(request, action):
-                    raise PermissionDenied
         context = dict(extra_context or {})
         if request.method != "POST":
-            # A POST runs a bulk action, which answers with its own page.
+            # A POST runs an action, which answers with its own page.
             counts = status_counts()
             context["sweeper_health"] = sweeper_health(
                 active_sagas=any(counts.get(s) for s in ACTIVE_SAGA_STATUSES)
@@ -297,66 +203,9 @@ class SagaAdmin(admin.ModelAdmin):
                 attempts=attempt_history(obj),
                 events=event_history(obj),
                 related=related_rows(request, self.admin_site, obj.pk),
-                operator_buttons=[
-                    (action, self._url(action.name, obj))
-                    for action in ACTIONS
-                    if obj.status in action.offered_in and self.may_act(request, action)
-                ],
+                **self.operator_buttons(request, obj),
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
-
-    def _url(self, name: str, obj: Saga | None = None) -> str:
-        """Return the URL of this admin's page ``name`` (of ``obj``, if given)."""
-        opts = self.opts
-        return reverse(
-            f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_{name}",
-            args=[quote(obj.pk)] if obj is not None else [],
-        )
-
-    def _operator_view(
-        self, action: OperatorAction
-    ) -> Callable[[HttpRequest, str], HttpResponse]:
-        @require_http_methods(["GET", "POST"])
-        def view(request: HttpRequest, object_id: str) -> HttpResponse:
-            return self.operator_action_view(request, object_id, action)
-
-        return view
-
-    def operator_action_view(
-        self, request: HttpRequest, object_id: str, action: OperatorAction
-    ) -> HttpResponse:
-        """Ask for a reason (GET); apply ``action`` through the engine (POST)."""
-        if not self.may_act(request, action):
-            raise PermissionDenied
-        obj = self.get_object(request, unquote(object_id))
-        if obj is None:
-            self.message_user(
-                request, f"There is no saga with id {object_id!r}.", messages.WARNING
-            )
-            return HttpResponseRedirect(self._url("changelist"))
-        if not self.has_view_permission(request, obj):
-            raise PermissionDenied
-        form = action.form(request.POST if request.method == "POST" else None)
-        if form.is_bound and form.is_valid():
-            self._apply(request, obj, action, form.cleaned_data)
-            return HttpResponseRedirect(self._url("change", obj))
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": f"{action.label}: {obj.business_key}",
-            "subtitle": None,
-            "original": obj,
-            "action": action,
-            "form": form,
-            "offered": obj.status in action.offered_in,
-            "current_step": current_step_name(obj),
-            "status_badge": saga_badge(obj.status),
-            "change_url": self._url("change", obj),
-        }
-        request.current_app = self.admin_site.name
-        return TemplateResponse(
-            request, "admin/sagas/saga/operator_action.html", context
-        )
 
     def versions_view(self, request: HttpRequest) -> HttpResponse:
         """List sagas in flight per definition version; flag versions not in code."""
@@ -369,73 +218,7 @@ class SagaAdmin(admin.ModelAdmin):
             "subtitle": None,
             "versions": versions_in_flight(),
             "changelist_url": self._url("changelist"),
+            "media": self.media,
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/sagas/saga/versions.html", context)
-
-    def _apply(
-        self,
-        request: HttpRequest,
-        obj: Saga,
-        action: OperatorAction,
-        fields: dict[str, Any],
-    ) -> None:
-        reason = fields["reason"]
-        try:
-            action.run(obj.pk, actor=request.user.get_username(), **fields)
-        except (OperatorActionRefused, DefinitionError) as exc:
-            self.message_user(
-                request,
-                f"{action.label} refused: {exc}. Nothing was changed.",
-                messages.ERROR,
-            )
-            return
-        self.log_change(request, obj, f"{action.label}: {reason}")
-        self.message_user(
-            request, f"{action.done}: {obj.business_key}.", messages.SUCCESS
-        )
-
-    def run_bulk_action(
-        self, request: HttpRequest, queryset: QuerySet[Saga], action: OperatorAction
-    ) -> TemplateResponse | None:
-        """Confirm a bulk action with a reason, then apply it saga by saga."""
-        sagas = list(queryset.order_by("pk")[: BULK_LIMIT + 1])
-        if len(sagas) > BULK_LIMIT:
-            self.message_user(
-                request,
-                f"Select at most {BULK_LIMIT} sagas for one action; "
-                "narrow the list with the filters.",
-                messages.ERROR,
-            )
-            return None
-        confirmed = request.POST.get("post") == "yes"
-        form = action.form(request.POST if confirmed else None)
-        if form.is_bound and form.is_valid():
-            reason = form.cleaned_data["reason"]
-            outcome = apply_to_many(
-                action,
-                [saga.pk for saga in sagas],
-                actor=request.user.get_username(),
-                **form.cleaned_data,
-            )
-            by_id = {saga.pk: saga for saga in sagas}
-            for saga_id in outcome.applied:
-                self.log_change(request, by_id[saga_id], f"{action.label}: {reason}")
-            keys = {saga.pk: saga.business_key for saga in sagas}
-            for level, text in bulk_report(action, outcome, keys):
-                self.message_user(request, text, level)
-            return None
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": f"{action.label}: {len(sagas)} selected sagas",
-            "subtitle": None,
-            "action": action,
-            "form": form,
-            "sagas": [(saga, saga_badge(saga.status)) for saga in sagas],
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-        }
-        request.current_app = self.admin_site.name
-        return TemplateResponse(
-            request, "admin/sagas/saga/operator_action_bulk.html", context
-        )

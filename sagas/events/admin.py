@@ -17,6 +17,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from sagas.admin.viewonly import ViewOnlyAdmin
 from sagas.events.flows import flow_names
 from sagas.events.models import Flow, FlowEvent, FlowStatus, OutboxEvent
 
@@ -61,17 +62,6 @@ class StuckFilter(admin.SimpleListFilter):
         return queryset
 
 
-class _ReadOnly(admin.ModelAdmin):  # type: ignore[type-arg]
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 class FlowEventInline(admin.TabularInline):  # type: ignore[type-arg]
     model = FlowEvent
     fields = ("occurred_at", "event_type", "event_id", "payload_json", "recorded_at")
@@ -94,7 +84,7 @@ class FlowEventInline(admin.TabularInline):  # type: ignore[type-arg]
 
 
 @admin.register(Flow)
-class FlowAdmin(_ReadOnly):
+class FlowAdmin(ViewOnlyAdmin):
     list_display = (
         "short_id",
         "flow_type",
@@ -109,7 +99,6 @@ class FlowAdmin(_ReadOnly):
     list_filter = ("status", FlowTypeFilter, StuckFilter)
     search_fields = ("business_key",)
     search_help_text = "A flow id (exact), or a business key (exact or its start)."
-    show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     list_per_page = 50
     fields = (
@@ -125,7 +114,6 @@ class FlowAdmin(_ReadOnly):
         "stuck_since",
         "finished_at",
     )
-    readonly_fields = fields
     inlines = [FlowEventInline]
 
     def get_search_results(
@@ -146,22 +134,10 @@ class FlowAdmin(_ReadOnly):
 
 
 @admin.register(OutboxEvent)
-class OutboxEventAdmin(_ReadOnly):
+class OutboxEventAdmin(ViewOnlyAdmin):
     list_display = ("id", "event_type", "correlation_id", "created_at", "sent_at")
     list_filter = (("sent_at", admin.EmptyFieldListFilter), "event_type")
     search_fields = ("event_type",)
-    show_full_result_count = False
-    readonly_fields = (
-        "id",
-        "event_type",
-        "correlation_id",
-        "flow_type",
-        "flow_key",
-        "payload",
-        "created_at",
-        "sent_at",
-        "sends",
-    )
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[OutboxEvent], search_term: str

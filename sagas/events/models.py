@@ -10,15 +10,44 @@ from django.db.models.functions import Now
 class OutboxEvent(models.Model):
     """An event written in the transaction that decided it; sent after commit."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    event_type = models.CharField(max_length=200)
-    correlation_id = models.UUIDField(null=True, blank=True, db_index=True)
-    flow_type = models.CharField(max_length=200, blank=True)
-    flow_key = models.CharField(max_length=200, blank=True)
-    payload = models.JSONField(default=dict)
-    created_at = models.DateTimeField(db_default=Now())
-    sent_at = models.DateTimeField(null=True, blank=True)
-    sends = models.PositiveIntegerField(default=0)
+    id = models.UUIDField(
+        primary_key=True,
+        default=uuid.uuid4,
+        editable=False,
+        help_text="The event's id: consumers record it, so a redelivery changes "
+        "nothing.",
+    )
+    event_type = models.CharField(
+        max_length=200, help_text="What happened, e.g. payment.processed."
+    )
+    correlation_id = models.UUIDField(
+        null=True,
+        blank=True,
+        db_index=True,
+        help_text="The id of the flow the event belongs to.",
+    )
+    flow_type = models.CharField(
+        max_length=200, blank=True, help_text="The type of the flow it belongs to."
+    )
+    flow_key = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="The business key of that flow (e.g. order:42).",
+    )
+    payload = models.JSONField(default=dict, help_text="The event's data.")
+    created_at = models.DateTimeField(
+        db_default=Now(),
+        help_text="When the transaction that published it wrote it.",
+    )
+    sent_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When it was last sent to the broker; empty until then, and "
+        "the sweeper sends it.",
+    )
+    sends = models.PositiveIntegerField(
+        default=0, help_text="How often it was sent to the broker."
+    )
 
     class Meta:
         ordering = ["created_at"]
@@ -38,11 +67,17 @@ class OutboxEvent(models.Model):
 class InboxEntry(models.Model):
     """An event a consumer has handled: its effect committed with this row."""
 
-    consumer = models.CharField(max_length=200)
-    event_id = models.UUIDField()
-    event_type = models.CharField(max_length=200)
-    correlation_id = models.UUIDField(null=True, blank=True)
-    processed_at = models.DateTimeField(db_default=Now())
+    consumer = models.CharField(
+        max_length=200, help_text="The consumer (a service) that handled it."
+    )
+    event_id = models.UUIDField(help_text="The id of the event handled.")
+    event_type = models.CharField(max_length=200, help_text="The event's type.")
+    correlation_id = models.UUIDField(
+        null=True, blank=True, help_text="The id of the event's flow."
+    )
+    processed_at = models.DateTimeField(
+        db_default=Now(), help_text="When the handler's transaction committed."
+    )
 
     class Meta:
         verbose_name_plural = "inbox entries"
@@ -77,24 +112,57 @@ class FlowStatus(models.TextChoices):
 class Flow(models.Model):
     """A choreographed flow as the tracker sees it, one row per correlation id."""
 
-    id = models.UUIDField(primary_key=True, editable=False)
-    flow_type = models.CharField(max_length=200, db_index=True)
-    business_key = models.CharField(max_length=200, blank=True, db_index=True)
-    status = models.CharField(
-        max_length=16, choices=FlowStatus.choices, default=FlowStatus.RUNNING
+    id = models.UUIDField(
+        primary_key=True,
+        editable=False,
+        help_text="The flow's correlation id, carried by each of its events.",
     )
-    last_event_type = models.CharField(max_length=200, blank=True)
-    event_count = models.PositiveIntegerField(default=0)
-    started_at = models.DateTimeField(db_default=Now())
-    last_event_at = models.DateTimeField(db_default=Now())
-    # Past this, with no new event, the sweeper flags the flow stuck.
-    deadline = models.DateTimeField(null=True, blank=True)
-    stuck_since = models.DateTimeField(null=True, blank=True)
-    # The sweeper re-sent the flow's events this often (and last then), in
-    # case the broker lost a delivery.
-    redeliveries = models.PositiveIntegerField(default=0)
-    redelivered_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    flow_type = models.CharField(
+        max_length=200, db_index=True, help_text="The declared flow it follows."
+    )
+    business_key = models.CharField(
+        max_length=200,
+        blank=True,
+        db_index=True,
+        help_text="What the flow is about (e.g. order:42).",
+    )
+    status = models.CharField(
+        max_length=16,
+        choices=FlowStatus.choices,
+        default=FlowStatus.RUNNING,
+        help_text="Running; completed, compensating or compensated by the "
+        "events seen; stuck when no event came within its timeout.",
+    )
+    last_event_type = models.CharField(
+        max_length=200, blank=True, help_text="The type of its latest event."
+    )
+    event_count = models.PositiveIntegerField(
+        default=0, help_text="How many of its events the tracker recorded."
+    )
+    started_at = models.DateTimeField(
+        db_default=Now(), help_text="When the tracker saw its first event."
+    )
+    last_event_at = models.DateTimeField(
+        db_default=Now(), help_text="When the tracker saw its latest event."
+    )
+    deadline = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Past this, with no new event, the sweeper flags the flow stuck.",
+    )
+    stuck_since = models.DateTimeField(
+        null=True, blank=True, help_text="When the sweeper flagged it stuck."
+    )
+    # In case the broker lost a delivery.
+    redeliveries = models.PositiveIntegerField(
+        default=0, help_text="How often the sweeper sent the flow's events again."
+    )
+    redelivered_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the sweeper last sent them again."
+    )
+    finished_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it completed or was compensated."
+    )
 
     class Meta:
         ordering = ["-started_at"]
@@ -114,12 +182,23 @@ class Flow(models.Model):
 class FlowEvent(models.Model):
     """One event of a flow's timeline, recorded once per event id."""
 
-    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="events")
-    event_id = models.UUIDField(unique=True)
-    event_type = models.CharField(max_length=200)
-    payload = models.JSONField(default=dict)
-    occurred_at = models.DateTimeField()
-    recorded_at = models.DateTimeField(db_default=Now())
+    flow = models.ForeignKey(
+        Flow,
+        on_delete=models.CASCADE,
+        related_name="events",
+        help_text="The flow the event belongs to.",
+    )
+    event_id = models.UUIDField(
+        unique=True, help_text="The event's id: recorded once, however often sent."
+    )
+    event_type = models.CharField(max_length=200, help_text="What happened.")
+    payload = models.JSONField(default=dict, help_text="The event's data.")
+    occurred_at = models.DateTimeField(
+        help_text="When it was published: the timeline's order."
+    )
+    recorded_at = models.DateTimeField(
+        db_default=Now(), help_text="When the tracker recorded it."
+    )
 
     class Meta:
         ordering = ["occurred_at", "id"]
