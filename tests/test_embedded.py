@@ -25,7 +25,7 @@ from django.db import connections, transaction
 from django.test import Client
 from django_celery_beat.models import PeriodicTask
 
-from orders.management.commands.demo import SCENARIOS
+from orders.demo import SCENARIOS
 from sagas.checks import sweeper_heartbeat_check
 from sagas.engine import saga_start
 from sagas.models import Saga, SagaEvent, StepAttempt, SweeperHeartbeat
