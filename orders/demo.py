@@ -5,6 +5,7 @@ each ended (``manage.py demo`` runs it; the embedded suites reuse the rows)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from django.core.management import CommandError
+from django.conf import settings
+from django.core.management import CommandError, call_command
 from django.test import Client
 
 from sagas.events.testing import timeline, wait_for_flows
@@ -91,6 +93,18 @@ OPERATORS = (
     "http://127.0.0.1:8000/admin/sagas/saga/"
     " (choreographed flows: /admin/saga_events/flow/)"
 )
+
+
+def prepare(write: Write) -> None:
+    """Migrate every database, seed the catalogue, and name the database and broker."""
+    # The tables are the demo's output; per-transition lines go to the logs.
+    for name in ("sagas", "django.request", "kombu"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for alias in settings.DATABASES:
+        call_command("migrate", database=alias, verbosity=0)
+    call_command("seed_catalog", stock=100, verbosity=0)
+    write(f"database: {settings.DATABASES['default']['NAME']}")
+    write(f"broker:   {settings.CELERY_BROKER_URL}")
 
 
 @contextmanager

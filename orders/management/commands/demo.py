@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.test import Client
 
@@ -24,20 +22,13 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=90.0)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        # The tables are the demo's output; per-transition lines go to the logs.
-        for name in ("sagas", "django.request", "kombu"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-        for alias in settings.DATABASES:
-            call_command("migrate", database=alias, verbosity=0)
-        call_command("seed_catalog", stock=100, verbosity=0)
-        self.stdout.write(f"database: {settings.DATABASES['default']['NAME']}")
-        self.stdout.write(f"broker:   {settings.CELERY_BROKER_URL}")
-        client = Client(HTTP_HOST="localhost")
         timeout, write = options["timeout"], self.stdout.write
+        client = Client(HTTP_HOST="localhost")
+        demo.prepare(write)
         with demo.worker_and_beat(Path(settings.VAR_DIR) / "logs", write):
             failures = demo.walk_orchestration(client, timeout, write)
             failures += demo.walk_choreography(client, timeout, write)
-        self.stdout.write(demo.OPERATORS)
+        write(demo.OPERATORS)
         if failures:
             raise CommandError(f"{failures} scenario(s) ended unexpectedly")
-        self.stdout.write(self.style.SUCCESS("every scenario ended as expected"))
+        write(self.style.SUCCESS("every scenario ended as expected"))
