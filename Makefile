@@ -1,6 +1,7 @@
 # Developer entry points. Everything runs from the virtualenv in .venv; the
-# test and bench targets get throwaway PostgreSQL and Redis (and, for tests,
-# RabbitMQ) servers from scripts/services.py (installed with apt-get when missing).
+# test and bench targets get throwaway PostgreSQL and Redis servers from
+# tests/services.py (the chaos suite starts RabbitMQ too), installed with
+# apt-get when missing (services-tools).
 
 PYTHON ?= python3
 PY := .venv/bin/python
@@ -12,7 +13,7 @@ PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || echo sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get -o DPkg::Lock::Timeout=300
 
-.PHONY: venv lock browsers test-tools test test-embedded demo bench bench-broker lint clean
+.PHONY: venv lock browsers services-tools test-tools test test-embedded demo bench bench-broker lint clean
 
 venv: .venv/.installed
 
@@ -38,9 +39,20 @@ browsers:
 		$(APT_GET) update && $(APT_GET) install -y chromium; \
 	fi
 
+# pg_virtualenv (postgresql-common) makes the throwaway PostgreSQL cluster;
+# redis-server and rabbitmq-server run as the test process's own children.
+services-tools:
+	@if ! command -v pg_virtualenv >/dev/null 2>&1 \
+		|| ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 \
+		|| ! command -v redis-server >/dev/null 2>&1 \
+		|| [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then \
+		$(APT_GET) update && $(APT_GET) install -y --no-install-recommends \
+			postgresql postgresql-common redis-server rabbitmq-server; \
+	fi
+
 # faketime runs a worker with a skewed clock in the clock-skew tests; promtool
 # (Debian's prometheus package, its service not started) tests the alert rules.
-test-tools: browsers
+test-tools: browsers services-tools
 	@if ! command -v faketime >/dev/null 2>&1; then \
 		$(APT_GET) update && $(APT_GET) install -y faketime; \
 	fi
@@ -48,8 +60,8 @@ test-tools: browsers
 		$(APT_GET) update && $(APT_GET) install -y --no-install-recommends prometheus; \
 	fi
 
-# Two sessions: PostgreSQL + Redis (and RabbitMQ: the chaos suite runs on both
-# brokers), then the embedded default (SQLite files and
+# Two sessions: PostgreSQL + Redis (the chaos suite also starts a RabbitMQ node
+# and a Redis of its own, to restart), then the embedded default (SQLite files and
 # the filesystem broker, no services) for the suites that must hold on it too.
 EMBEDDED_TESTS := tests/test_embedded.py tests/test_testing_kit.py \
 	tests/test_sweeper_health.py tests/test_transport.py \
@@ -58,7 +70,7 @@ EMBEDDED_TESTS := tests/test_embedded.py tests/test_testing_kit.py \
 test: venv test-tools
 	promtool check rules deploy/prometheus/rules.yml
 	promtool test rules deploy/prometheus/rules_test.yml
-	$(PY) scripts/services.py run --rabbitmq -- .venv/bin/pytest -m "not embedded" $(PYTEST_ARGS)
+	$(PY) -m tests.services .venv/bin/pytest -m "not embedded" $(PYTEST_ARGS)
 	$(MAKE) test-embedded
 
 test-embedded: venv
@@ -69,8 +81,8 @@ test-embedded: venv
 demo: venv
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(PY) manage.py demo
 
-bench: venv
-	$(PY) scripts/services.py run -- $(PY) -m bench
+bench: venv services-tools
+	$(PY) -m tests.services $(PY) -m bench
 
 # The embedded broker: kombu's stock filesystem transport against the atomic one.
 bench-broker: venv

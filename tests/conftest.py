@@ -10,8 +10,10 @@ import redis
 from django.core.management import call_command
 from django.db import connections
 
-from tests.brokers import broker_url, publishing_to
-from tests.processes import Beat, Worker
+from sagas.processes import Beat, Worker
+from tests.brokers import SUITE_BROKER_URL, Broker, publishing_to
+from tests.processes import ROOT
+from tests.services import RabbitMQ, RedisServer
 
 
 def _database_url(alias: str) -> str:
@@ -82,33 +84,48 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory, artifacts_dir: Path) -> Pa
     return path
 
 
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A Redis server of this session's own, which tests may stop and start."""
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ]:
+    """A RabbitMQ node of this session's own, which tests may stop and start."""
+    with RabbitMQ(tmp_path_factory.mktemp("rabbitmq")) as server:
+        yield server
+
+
 @pytest.fixture
 def broker(
     request: pytest.FixtureRequest, process_env: dict[str, str]
-) -> Iterator[str]:
-    """Name the broker of a test ("redis" unless parametrized indirectly).
+) -> Iterator[Broker]:
+    """The broker of a test: the suite's Redis, or the session's server of the
+    kind named by an indirect parameter ("redis" or "rabbitmq").
 
     Workers and beat started for the test use it, and so does this process.
     """
-    name = getattr(request, "param", "redis")
-    if name == "redis":
-        yield name
+    name = getattr(request, "param", None)
+    if name is None:
+        yield Broker("redis", SUITE_BROKER_URL)
         return
-    with publishing_to(broker_url(name)):
-        yield name
+    server = request.getfixturevalue(f"{name}_server")
+    with publishing_to(server.url):
+        yield Broker(name, server.url, server)
 
 
 @pytest.fixture
-def broker_env(broker: str) -> dict[str, str]:
-    url = broker_url(broker)
+def broker_env(broker: Broker) -> dict[str, str]:
     # The embedded suite names no broker URL: its processes use the default.
-    return {"CELERY_BROKER_URL": url} if url else {}
+    return {"CELERY_BROKER_URL": broker.url} if broker.url else {}
 
 
 @pytest.fixture(scope="module")
 def worker(process_env: dict[str, str], log_dir: Path) -> Iterator[Worker]:
     """A real Celery worker (prefork, 2 processes) shared by a test module."""
-    process = Worker("worker", process_env, log_dir).start()
+    process = Worker("worker", process_env, log_dir, cwd=ROOT).start()
     yield process
     process.stop()
 
@@ -129,6 +146,7 @@ def start_worker(
             log_dir,
             concurrency=concurrency,
             wrapper=wrapper,
+            cwd=ROOT,
         )
         started.append(process.start())
         return process
@@ -152,7 +170,7 @@ def start_beat(
         # SAGAS_SWEEP_INTERVAL, taken from ``env`` like any setting).
         if install:
             call_command("install_sweepers", every=every, verbosity=0)
-        process = Beat(name, {**process_env, **broker_env, **env}, log_dir)
+        process = Beat(name, {**process_env, **broker_env, **env}, log_dir, cwd=ROOT)
         started.append(process.start())
         return process
 

@@ -30,8 +30,7 @@ from sagas.engine import saga_start
 from sagas.models import Saga, SagaEvent, StepAttempt
 from sagas.states import AttemptKind, AttemptStatus, SagaStatus
 from sagas.testing import compensations_run, wait_for_sagas
-from tests import brokers
-from tests.brokers import BROKERS
+from tests.brokers import BROKERS, Broker
 from tests.helpers import assert_ledgers_balance, place_order
 from tests.sagatest.models import Effect
 
@@ -115,7 +114,7 @@ def _assert_orders_match_sagas(placed: list[dict[str, Any]]) -> None:
 
 @pytest.mark.parametrize("broker", BROKERS, indirect=True)
 def test_kill9_of_the_worker_during_steps_loses_and_duplicates_nothing(
-    broker: str,
+    broker: Broker,
     start_worker: Any,
     start_beat: Any,
     catalogue: None,
@@ -172,7 +171,7 @@ def test_kill9_of_the_worker_during_steps_loses_and_duplicates_nothing(
     resent = SagaEvent.objects.filter(detail__startswith="re-sent").count()
     _record(
         artifacts_dir,
-        f"kill9_worker_{broker}",
+        f"kill9_worker_{broker.name}",
         {
             "sagas": len(sagas),
             "faults_injected": kills,
@@ -188,7 +187,7 @@ def test_kill9_of_the_worker_during_steps_loses_and_duplicates_nothing(
 @pytest.mark.parametrize("fault", ["restart", "messages_lost"])
 @pytest.mark.parametrize("broker", BROKERS, indirect=True)
 def test_broker_restarted_or_messages_lost_mid_run_every_saga_still_ends(
-    broker: str,
+    broker: Broker,
     fault: str,
     start_worker: Any,
     start_beat: Any,
@@ -198,16 +197,16 @@ def test_broker_restarted_or_messages_lost_mid_run_every_saga_still_ends(
 ) -> None:
     # given
     start_beat(**CHAOS_ENV)
-    start_worker(f"{broker}-chaos", **CHAOS_ENV)
+    start_worker(f"{broker.name}-chaos", **CHAOS_ENV)
     began = time.monotonic()
     placed = _place_mix(client, 60)
     time.sleep(0.5)
 
     # when
     if fault == "restart":
-        brokers.restart(broker)
+        broker.restart()
     else:
-        brokers.drop_messages(broker)
+        broker.drop_messages()
     sagas = wait_for_sagas([p["saga_id"] for p in placed], timeout=180)
 
     # then
@@ -216,7 +215,7 @@ def test_broker_restarted_or_messages_lost_mid_run_every_saga_still_ends(
     figures = _assert_no_duplicate_effects()
     _record(
         artifacts_dir,
-        f"{broker}_{fault}",
+        f"{broker.name}_{fault}",
         {
             "sagas": len(sagas),
             "faults_injected": 1,
@@ -350,7 +349,7 @@ def test_refund_that_always_fails_parks_the_saga_until_an_operator_retries(
 
 @pytest.mark.parametrize("broker", BROKERS, indirect=True)
 def test_poison_message_is_parked_after_bounded_deliveries(
-    broker: str, start_worker: Any
+    broker: Broker, start_worker: Any
 ) -> None:
     # given: step_two kills its worker process every time it runs
     start_worker("poisoned", SAGAS_MAX_DELIVERIES="3", **CHAOS_ENV)
@@ -370,14 +369,14 @@ def test_poison_message_is_parked_after_bounded_deliveries(
 
 @pytest.mark.parametrize("broker", BROKERS, indirect=True)
 def test_two_beats_recover_hundreds_of_stuck_sagas_once_each(
-    broker: str, start_worker: Any, start_beat: Any, artifacts_dir: Path
+    broker: Broker, start_worker: Any, start_beat: Any, artifacts_dir: Path
 ) -> None:
     # given: 300 sagas whose first messages were lost, now due for the sweeper
     with transaction.atomic():
         sagas = [
             saga_start("test_four_steps", business_key=f"stuck:{n}") for n in range(300)
         ]
-    brokers.drop_messages(broker)
+    broker.drop_messages()
     Saga.objects.update(wake_at=Now())
     began = time.monotonic()
 
@@ -404,7 +403,7 @@ def test_two_beats_recover_hundreds_of_stuck_sagas_once_each(
     )
     _record(
         artifacts_dir,
-        f"two_beats_{broker}",
+        f"two_beats_{broker.name}",
         {
             "sagas": 300,
             "faults_injected": 300,

@@ -10,7 +10,7 @@ import pytest
 from django.db import connections
 from django.test import Client
 
-from orders.management.commands.demo import SCENARIOS
+from orders.demo import SCENARIOS
 from sagas.events.models import OutboxEvent
 from sagas.events.testing import wait_for_flows
 from tests.helpers import assert_ledgers_balance

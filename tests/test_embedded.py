@@ -25,15 +25,15 @@ from django.db import connections, transaction
 from django.test import Client
 from django_celery_beat.models import PeriodicTask
 
-from orders.management.commands.demo import SCENARIOS
+from orders.demo import SCENARIOS
 from sagas.checks import sweeper_heartbeat_check
 from sagas.engine import saga_start
 from sagas.models import Saga, SagaEvent, StepAttempt, SweeperHeartbeat
+from sagas.processes import Worker
 from sagas.schedule import SWEEP_TASK_NAME
 from sagas.states import AttemptStatus, SagaStatus
 from sagas.testing import compensations_run, steps_run, wait_for_sagas
 from tests.admin_support import CHANGELIST
-from tests.processes import Worker
 
 pytestmark = [
     pytest.mark.django_db(transaction=True, databases="__all__"),

@@ -3,12 +3,10 @@ broker or database going away, a worker's ping, beat's and the sweeper's age."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from tests.observability import Gunicorn, free_port, request
-from tests.processes import Process
+from tests.services import RedisServer
 
 pytestmark = [
     pytest.mark.django_db(transaction=True, databases="__all__"),
@@ -24,40 +22,19 @@ pytestmark = [
 ]
 
 
-class RedisServer(Process):
-    ready_marker = "Ready to accept connections"
-
-
-@pytest.fixture
-def throwaway_redis(log_dir: Path, tmp_path: Path) -> Iterator[tuple[RedisServer, str]]:
-    port = free_port()
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is missing (scripts/services.py installs it)"
-    server = RedisServer(
-        "throwaway-redis",
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(tmp_path)],
-        {},
-        log_dir,
-    ).start()  # fmt: skip
-    yield server, f"redis://127.0.0.1:{port}/0"
-    server.stop()
-
-
 def test_readyz_turns_503_naming_the_broker_when_it_stops(
-    process_env: dict[str, str], log_dir: Path, throwaway_redis: Any
+    process_env: dict[str, str], log_dir: Path, redis_server: RedisServer
 ) -> None:
-    # given: a web process whose broker is a Redis server of this test's own
-    redis_server, url = throwaway_redis
-    env = {**process_env, "CELERY_BROKER_URL": url}
+    # given: a web process whose broker is a Redis server of this session's own
+    env = {**process_env, "CELERY_BROKER_URL": redis_server.url}
     web = Gunicorn("health-web", env, log_dir, free_port()).start()
     try:
         live_up = request(f"{web.base}/healthz")
         ready_up = request(f"{web.base}/readyz")
         # when: the broker stops
-        redis_server.stop()
-        live_down = request(f"{web.base}/healthz")
-        ready_down = request(f"{web.base}/readyz")
+        with redis_server.stopped():
+            live_down = request(f"{web.base}/healthz")
+            ready_down = request(f"{web.base}/readyz")
     finally:
         web.stop()
 

@@ -5,8 +5,6 @@ Real worker and beat processes on PostgreSQL and Redis.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 import uuid
 from typing import Any
@@ -114,8 +112,7 @@ def test_a_begun_saga_is_not_stalled_behind_a_burst_of_new_ones(
     worker = start_worker("fifo", concurrency=1, SAGAS_INLINE_STEPS="0")
     begun = _start(sleep={"step_one": 3})
     time.sleep(1.5)
-    assert worker.proc is not None
-    os.killpg(worker.proc.pid, signal.SIGSTOP)
+    worker.pause()
     try:
         with transaction.atomic():
             burst = [
@@ -129,7 +126,7 @@ def test_a_begun_saga_is_not_stalled_behind_a_burst_of_new_ones(
                 for _ in range(100)
             ]
     finally:
-        os.killpg(worker.proc.pid, signal.SIGCONT)
+        worker.resume()
 
     # when
     sagas = wait_for_sagas([begun, *burst], timeout=120)

@@ -13,7 +13,8 @@ from kombu import Connection
 
 from config.celery import app
 from sagas.dispatch import Send, send_many_on_commit
-from tests.brokers import broker_url, publishing_to
+from tests.brokers import publishing_to
+from tests.services import RabbitMQ
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -22,8 +23,8 @@ pytestmark = [
 
 
 @pytest.fixture
-def rabbitmq() -> Iterator[str]:
-    url = broker_url("rabbitmq")
+def rabbitmq(rabbitmq_server: RabbitMQ) -> Iterator[str]:
+    url = rabbitmq_server.url
     with publishing_to(url), Connection(url) as connection:
         queue = app.amqp.queues["celery"](connection.default_channel)
         queue.declare()
