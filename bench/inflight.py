@@ -66,12 +66,14 @@ def run(harness: Harness, tracers: int, burst: int) -> InFlight:
     # The tracers' retries must fall due after the burst is queued.
     backoff = _queue_seconds(burst) * 1.2 + DUE_AFTER_RELEASE
     harness.reset()
-    worker = Worker(
-        harness.app,
-        "bench-inflight",
-        {**harness.env, "BENCH_TRACER_BACKOFF": f"{backoff:.3f}"},
-        harness.log_dir,
-    ).start()
+    env = {
+        **harness.env,
+        "BENCH_TRACER_BACKOFF": f"{backoff:.3f}",
+        # The retry goes to the broker as a countdown, as a short backoff does,
+        # rather than waiting for a sweeper (the phase runs no beat).
+        "SAGAS_MAX_BROKER_COUNTDOWN": f"{backoff + 5:.0f}",
+    }
+    worker = Worker(harness.app, "bench-inflight", env, harness.log_dir).start()
     try:
         keys = [_tracer_start(i) for i in range(tracers)]
         _wait_for_retries(tracers)
