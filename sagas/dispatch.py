@@ -14,6 +14,7 @@ from uuid import UUID
 import structlog
 from celery import current_app
 from django.db import transaction
+from kombu.utils.uuid import uuid
 
 from sagas import conf
 
@@ -63,55 +64,84 @@ def send_many_on_commit(sends: list[Send]) -> None:
 
 
 def send_many(sends: list[Send]) -> None:
-    """Send step messages now (outside any transaction that decided them)."""
-    if len(sends) == 1:
-        _send(sends[0])
+    """Send step messages now (outside any transaction that decided them).
+
+    One producer (one broker connection) for the whole batch, and on Redis one
+    pipeline: a round trip per message dominated a sweeper pass. Other
+    transports publish each message at once inside ``batch()``.
+    """
+    if not sends:
         return
-    # One producer (one broker connection) for the whole batch, and on Redis
-    # one pipeline: a round trip per message dominated a sweeper pass. Other
-    # transports publish each message at once inside ``batch()``.
-    with current_app.producer_or_acquire() as producer:
-        try:
-            with producer.batch():
-                for i, send in enumerate(sends):
-                    # The first message declares the queue (kombu caches it per
-                    # connection); the rest skip re-binding a copy of it each.
-                    _send(send, producer=producer, declare=None if i == 0 else [])
-        except Exception:
-            # Some or all of the batch may not have reached the broker; each
-            # attempt's wake_at makes the sweeper send it again.
-            log.warning(
-                "step.dispatch_failed",
-                sagas=len(sends),
-                attempt_ids=[send.attempt_id for send in sends],
-                exc_info=True,
-            )
-
-
-def _send(send: Send, producer: Any = None, declare: list[Any] | None = None) -> None:
-    args = (str(send.saga_id), send.attempt_id)
-    options: dict[str, Any] = {
-        "priority": _priority(first=send.first),
-        "time_limit": send.budget + conf.get("SAGAS_HARD_LIMIT_GRACE"),
-        # What Celery's saferepr would print, without its cost per message.
-        "argsrepr": repr(args),
-    }
-    if send.countdown:
-        options["countdown"] = send.countdown
-    if producer is not None:
-        options["producer"] = producer
-    if declare is not None:
-        options["declare"] = declare
     try:
-        current_app.send_task(STEP_TASK, args=args, **options)
+        with current_app.producer_or_acquire() as producer:
+            if len(sends) == 1:
+                _publish(producer, sends)
+            else:
+                with producer.batch():
+                    _publish(producer, sends)
     except Exception:
-        # The attempt's wake_at makes the sweeper send it again.
+        # Some or all of the batch may not have reached the broker; each
+        # attempt's wake_at makes the sweeper send it again.
         log.warning(
             "step.dispatch_failed",
-            saga_id=str(send.saga_id),
-            attempt_id=send.attempt_id,
+            sagas=len(sends),
+            attempt_ids=[send.attempt_id for send in sends],
             exc_info=True,
         )
+
+
+def _publish(producer: Any, sends: list[Send]) -> None:
+    """Publish each send as Celery's ``send_task`` would, its setup done once.
+
+    The task message is built and published by Celery's own AMQP helpers
+    (``create_task_message``, ``send_task_message``: the publish signals
+    tracing relies on still fire); what ``send_task`` repeats per message
+    (the task's options, the route, configuration lookups, a result object)
+    is worked out once for the batch.
+    """
+    app = current_app
+    amqp = app.amqp
+    task = app.tasks.get(STEP_TASK)
+    # The options the task was declared with, as send_task merges them.
+    exec_options = getattr(task, "_get_exec_options", dict)
+    defaults = {
+        key: value for key, value in exec_options().items() if value is not None
+    }
+    ignore_result = defaults.pop("ignore_result", None)
+    first_args = (str(sends[0].saga_id), sends[0].attempt_id)
+    routed = amqp.router.route(
+        defaults,
+        STEP_TASK,
+        first_args,
+        {},
+        task,  # type: ignore[arg-type]
+    )
+    reply_to = app.thread_oid
+    grace = conf.get("SAGAS_HARD_LIMIT_GRACE")
+    for i, send in enumerate(sends):
+        args = (str(send.saga_id), send.attempt_id)
+        options = dict(
+            routed,
+            priority=_priority(first=send.first),
+            # What Celery's saferepr would print, without its cost per message.
+            argsrepr=repr(args),
+        )
+        if i:
+            # The first message declares the queue (kombu caches it per
+            # connection); the rest skip re-binding a copy of it each.
+            options["declare"] = []
+        message = amqp.create_task_message(
+            uuid(),
+            STEP_TASK,
+            args,
+            {},
+            send.countdown or None,
+            reply_to=reply_to,
+            time_limit=send.budget + grace,
+            ignore_result=ignore_result,
+            **options,
+        )
+        amqp.send_task_message(producer, STEP_TASK, message, **options)
 
 
 def send_command_on_commit(

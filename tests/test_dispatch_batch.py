@@ -80,3 +80,55 @@ def test_a_batch_reaches_redis_in_one_round_trip(
     monkeypatch.undo()
     assert redis_broker.llen("celery") == 50
     assert len(writes) == 1
+
+
+_PER_MESSAGE = {"id", "root_id", "correlation_id", "delivery_tag", "argsrepr", "eta"}
+
+
+def _shape(message: dict[str, Any]) -> dict[str, Any]:
+    """Return a queued message without what differs from one message to the next."""
+    body = json.loads(base64.b64decode(message["body"]))
+    return {
+        "headers": {
+            k: v for k, v in message["headers"].items() if k not in _PER_MESSAGE
+        },
+        "properties": {
+            k: v
+            for k, v in message["properties"].items()
+            if k not in _PER_MESSAGE and k != "delivery_info"
+        },
+        "routing": message["properties"].get("delivery_info"),
+        "body": body,
+        "content": (message["content-type"], message["content-encoding"]),
+    }
+
+
+@pytest.mark.parametrize("countdown", [0.0, 3.0])
+def test_a_message_is_the_one_celerys_send_task_builds(
+    redis_broker: redis.Redis, countdown: float
+) -> None:
+    # Given one attempt, sent by the engine and by Celery's own send_task
+    # with the options the engine used to pass it
+    from celery import current_app
+
+    from sagas import conf
+
+    send = Send(uuid.uuid4(), 7, 60.0, countdown=countdown)
+    args = (str(send.saga_id), send.attempt_id)
+
+    # When both are queued
+    send_many([send])
+    current_app.send_task(
+        STEP_TASK,
+        args=args,
+        priority=0,
+        time_limit=60.0 + conf.get("SAGAS_HARD_LIMIT_GRACE"),
+        argsrepr=repr(args),
+        **({"countdown": countdown} if countdown else {}),
+    )
+
+    # Then they match but for their ids (and, with a countdown, their eta)
+    ours, celerys = _messages(redis_broker, "celery")[::-1]
+    assert _shape(ours) == _shape(celerys)
+    assert ours["headers"]["argsrepr"] == celerys["headers"]["argsrepr"]
+    assert (ours["headers"]["eta"] is None) == (not countdown)
