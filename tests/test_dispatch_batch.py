@@ -118,14 +118,14 @@ def test_a_message_is_the_one_celerys_send_task_builds(
 
     # When both are queued
     send_many([send])
-    current_app.send_task(
-        STEP_TASK,
-        args=args,
-        priority=0,
-        time_limit=60.0 + conf.get("SAGAS_HARD_LIMIT_GRACE"),
-        argsrepr=repr(args),
-        **({"countdown": countdown} if countdown else {}),
-    )
+    options: dict[str, Any] = {
+        "priority": 0,
+        "time_limit": 60.0 + conf.get("SAGAS_HARD_LIMIT_GRACE"),
+        "argsrepr": repr(args),
+    }
+    if countdown:
+        options["countdown"] = countdown
+    current_app.send_task(STEP_TASK, args=args, **options)
 
     # Then they match but for their ids (and, with a countdown, their eta)
     ours, celerys = _messages(redis_broker, "celery")[::-1]
