@@ -13,12 +13,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from django.db import connections, transaction
+from django.db import connections
 
 from bench.sagas import TRACER_SAGA
-from bench.throughput import Harness, _engine_start, _finished_at, _pop_done
+from bench.throughput import (
+    Harness,
+    _engine_start,
+    _finished_at,
+    _pop_done,
+    percentile,
+)
 from bench.worker import Worker
-from sagas.engine import saga_start
 from sagas.models import StepAttempt
 from sagas.states import AttemptStatus
 
@@ -40,16 +45,7 @@ class InFlight:
     burst_elapsed: float
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        rank = max(1, round(q * len(ordered) + 0.5))
-        return ordered[min(rank, len(ordered)) - 1]
-
-
-def _tracer_start(i: int) -> str:
-    key = f"tracer:{i}"
-    with transaction.atomic():
-        saga_start(TRACER_SAGA, business_key=key)
-    return key
+        return percentile(self.latencies, q)
 
 
 def _queue_seconds(n: int) -> float:
@@ -75,7 +71,7 @@ def run(harness: Harness, tracers: int, burst: int) -> InFlight:
     }
     worker = Worker(harness.app, "bench-inflight", env, harness.log_dir).start()
     try:
-        keys = [_tracer_start(i) for i in range(tracers)]
+        keys = [_engine_start(i, TRACER_SAGA, "tracer") for i in range(tracers)]
         _wait_for_retries(tracers)
         worker.pause()
         burst_keys = [_engine_start(i) for i in range(burst)]

@@ -29,6 +29,7 @@ from bench.probes import (
 from bench.sagas import BENCH_SAGA
 from bench.tasks import DONE_LIST, raw_chain
 from bench.worker import Worker
+from sagas.definition import SagaDefinition
 from sagas.engine import saga_start
 from sagas.models import Saga
 from sagas.states import TERMINAL_SAGA_STATUSES
@@ -107,11 +108,7 @@ class Run:
 
     def percentile(self, q: float) -> float:
         """Return the ``q`` quantile of the latencies (nearest rank), in seconds."""
-        ordered = sorted(self.latencies)
-        if not ordered:
-            return float("nan")
-        rank = max(1, round(q * len(ordered) + 0.5))
-        return ordered[min(rank, len(ordered)) - 1]
+        return percentile(self.latencies, q)
 
     @property
     def commits_per_step(self) -> float:
@@ -120,6 +117,15 @@ class Run:
     @property
     def sessions_per_step(self) -> float:
         return self.sessions / (self.n * self.steps)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Return the ``q`` quantile of ``values`` (nearest rank); NaN if empty."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, round(q * len(ordered) + 0.5))
+    return ordered[min(rank, len(ordered)) - 1]
 
 
 @dataclass(frozen=True)
@@ -219,10 +225,12 @@ def _raw_start(i: int) -> str:
     return key
 
 
-def _engine_start(i: int) -> str:
-    key = f"bench:{i}"
+def _engine_start(
+    i: int, definition: SagaDefinition = BENCH_SAGA, prefix: str = "bench"
+) -> str:
+    key = f"{prefix}:{i}"
     with transaction.atomic():
-        saga_start(BENCH_SAGA, business_key=key)
+        saga_start(definition, business_key=key)
     return key
 
 
