@@ -223,6 +223,10 @@ else:
         # An unacked message comes back only after this; it must exceed the
         # longest broker countdown plus the longest step (sagas/conf.py).
         "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600),
+        # A worker looks for such messages every 10 s; kombu's default throttle
+        # makes it every 10th look (100 s), which a killed worker's messages
+        # would wait for on top of the visibility timeout.
+        "unacked_restore_throttle": 1,
         "queue_order_strategy": "priority",
         "sep": ":",
         "priority_steps": list(range(10)),

@@ -53,7 +53,8 @@ def wait_for_idle_queue(url: str, *, timeout: float = 60) -> None:
             quiet_since = None
         time.sleep(0.1)
     raise AssertionError(
-        f"{_deliveries_in_flight(client)} deliveries still in flight after {timeout}s"
+        f"deliveries not quiet for a second within {timeout}s "
+        f"({_deliveries_in_flight(client)} in flight now)"
     )
 
 

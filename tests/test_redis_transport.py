@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import time
+from typing import Any
 
 import pytest
+from celery import current_app
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
 
 from sagas import redis_transport
+from sagas.events.outbox import DELIVER_TASK
 
 pytestmark = pytest.mark.integration
 
@@ -43,3 +47,31 @@ def test_redis_urls_use_the_projects_transport() -> None:
 
     with app.connection_for_write() as connection:
         assert isinstance(connection.transport, redis_transport.Transport)
+
+
+def test_a_killed_workers_message_comes_back_soon_after_the_visibility_timeout(
+    start_worker: Any,
+) -> None:
+    # given a worker holding a message it took (a countdown keeps it unacked)
+    env = {"CELERY_VISIBILITY_TIMEOUT": "10"}
+    first = start_worker("restore-victim", concurrency=1, **env)
+    sent = current_app.send_task(DELIVER_TASK, args=({},), countdown=5)
+    taken = time.monotonic()
+    _wait_for(lambda: f"[{sent.id}] received" in first.log_text(), timeout=15)
+
+    # when it is killed and another worker takes over at once
+    first.kill9()
+    second = start_worker("restore-heir", concurrency=1, **env)
+
+    # then the message runs once the visibility timeout has passed, without
+    # waiting for a rarer scan of the unacked messages
+    _wait_for(lambda: f"[{sent.id}] succeeded" in second.log_text(), timeout=60)
+    waited = time.monotonic() - taken
+    assert waited < 10 + 10 + 5, f"came back after {waited:.0f}s"
+
+
+def _wait_for(check: Any, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not seen within {timeout}s"
+        time.sleep(0.1)
