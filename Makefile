@@ -64,7 +64,7 @@ test-tools: browsers services-tools
 # and a Redis of its own, to restart), then the embedded default (SQLite files and
 # the filesystem broker, no services) for the suites that must hold on it too.
 EMBEDDED_TESTS := tests/test_embedded.py tests/test_testing_kit.py \
-	tests/test_sweeper_health.py tests/test_transport.py \
+	tests/test_sweeper_health.py tests/test_sweeper_writes.py tests/test_transport.py \
 	tests/test_choreography_embedded.py examples
 
 test: venv test-tools

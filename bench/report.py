@@ -297,7 +297,7 @@ def targets(
 def scale_table(scale: ScaleResult) -> str:
     rows = [
         [
-            f"sweeper pass, {scale.sweep_due_handled} due, warm (median of 3)"
+            f"sweeper pass, {scale.sweep_due_handled} due, warm (median of 7)"
             f" ({scale.sweep_due_ms / max(scale.sweep_due_handled, 1):.1f} ms each)",
             f"{scale.sweep_due_ms:.1f}",
             f"<= {SWEEP_LIMIT_MS:.0f}",

@@ -13,6 +13,7 @@ from uuid import UUID
 
 import structlog
 from celery import current_app
+from celery.utils.nodenames import anon_nodename
 from django.db import transaction
 from kombu.utils.uuid import uuid
 
@@ -34,12 +35,12 @@ AMQP_PRIORITY_START = 3
 _AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 
 
-def _priority(*, first: bool) -> int:
-    """Return the priority for a first step or a continuation on this broker."""
+def _priorities() -> tuple[int, int]:
+    """Return the priorities of a continuation and a first step on this broker."""
     url = str(current_app.conf.broker_url or "")
     if url.split(":", 1)[0] in _AMQP_SCHEMES:
-        return AMQP_PRIORITY_START if first else AMQP_PRIORITY_CONTINUATION
-    return PRIORITY_START if first else PRIORITY_CONTINUATION
+        return AMQP_PRIORITY_CONTINUATION, AMQP_PRIORITY_START
+    return PRIORITY_CONTINUATION, PRIORITY_START
 
 
 class Send(NamedTuple):
@@ -118,11 +119,13 @@ def _publish(producer: Any, sends: list[Send]) -> None:
     )
     reply_to = app.thread_oid
     grace = conf.get("SAGAS_HARD_LIMIT_GRACE")
+    priorities = _priorities()
+    origin = anon_nodename()
     for i, send in enumerate(sends):
         args = (str(send.saga_id), send.attempt_id)
         options = dict(
             routed,
-            priority=_priority(first=send.first),
+            priority=priorities[send.first],
             # What Celery's saferepr would print, without its cost per message.
             argsrepr=repr(args),
         )
@@ -139,6 +142,9 @@ def _publish(producer: Any, sends: list[Send]) -> None:
             reply_to=reply_to,
             time_limit=send.budget + grace,
             ignore_result=ignore_result,
+            # Worked out for every message otherwise.
+            kwargsrepr="{}",
+            origin=origin,
             **options,
         )
         amqp.send_task_message(producer, STEP_TASK, message, **options)

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import structlog
@@ -36,8 +36,7 @@ from django.db import (
     models,
     transaction,
 )
-from django.db.models import F, Q, Value
-from django.db.models.expressions import RawSQL
+from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Least, Now
 
 from sagas import conf, registry, tracing
@@ -308,7 +307,7 @@ def lock_for_operator(saga_id: UUID | str) -> Saga:
 # --- definitions --------------------------------------------------------------
 
 
-def definition_of(saga: Saga) -> SagaDefinition:
+def definition_of(saga: Saga | Due) -> SagaDefinition:
     """Return the definition version the saga runs, or raise DefinitionUnavailable."""
     definition = registry.find(saga.definition, saga.version)
     if definition is None:
@@ -320,7 +319,7 @@ def definition_of(saga: Saga) -> SagaDefinition:
     return definition
 
 
-def step_of(definition: SagaDefinition, attempt: StepAttempt) -> Step:
+def step_of(definition: SagaDefinition, attempt: StepAttempt | Due) -> Step:
     """Return the step an attempt runs, checking that its recorded name matches.
 
     A definition changed in place (same version) could put another step at
@@ -412,7 +411,7 @@ class Transition:
         self.batch.flush()
 
 
-def _age(saga: Saga) -> float | None:
+def _age(saga: Saga | Due) -> float | None:
     """Return the saga's age by the database clock, when its row says."""
     now, created = getattr(saga, "db_now", None), saga.created_at
     if now is None or not isinstance(created, datetime):
@@ -429,7 +428,9 @@ def write_events(events: list[SagaEvent], sagas: dict[Any, Saga]) -> None:
     _announce_on_commit(events, sagas)
 
 
-def _announce_on_commit(events: list[SagaEvent], sagas: dict[Any, Saga]) -> None:
+def _announce_on_commit(
+    events: list[SagaEvent], sagas: Mapping[Any, Saga | Due]
+) -> None:
     ages = {pk: _age(saga) for pk, saga in sagas.items()}
     lines = [
         {
@@ -634,95 +635,159 @@ def skip_compensation(tx: Transition, step: Step, last: StepAttempt, note: str) 
 # --- sweeping -----------------------------------------------------------------
 
 
-def claim_due(limit: int) -> list[Saga]:
+class Due(NamedTuple):
+    """A due saga as the sweeper claims it: what a re-send needs, and no model.
+
+    Most due sagas only need their message sent again; building a saga and an
+    attempt model for each cost more than the claim query. ``load_claimed``
+    gives the full rows for the others.
+    """
+
+    pk: UUID
+    definition: str
+    version: int
+    created_at: datetime
+    db_now: datetime
+    attempt_id: int | None
+    status: str | None
+    step: str
+    step_index: int
+    kind: str
+    number: int
+    deadline_at: datetime | None
+
+
+_DUE_FIELDS = (
+    "pk", "definition", "version", "created_at", "db_now", "current_attempt_id",
+    "current_attempt__status", "current_attempt__step",
+    "current_attempt__step_index", "current_attempt__kind",
+    "current_attempt__number", "current_attempt__deadline_at",
+)  # fmt: skip
+
+
+def claim_due(limit: int) -> list[Due]:
     """Lock up to ``limit`` due active sagas, skipping locked ones."""
-    return list(
+    rows = (
         Saga.objects.select_for_update(skip_locked=True, of=("self",))
-        .select_related("current_attempt")
         .annotate(db_now=Now())
         .filter(status__in=ACTIVE_SAGA_STATUSES, wake_at__lte=Now())
-        .order_by("wake_at")[:limit]
+        .order_by("wake_at")
+        .values_list(*_DUE_FIELDS)[:limit]
     )
+    return [Due(*row) for row in rows]
 
 
-def resend(sagas: Sequence[tuple[Saga, SagaDefinition, Step]]) -> list[Saga]:
+def load_claimed(claimed: Sequence[Due]) -> list[Saga]:
+    """Return the full rows of sagas this transaction claimed, in claim order."""
+    if not claimed:
+        return []
+    found = Saga.objects.select_related("current_attempt").in_bulk(
+        [due.pk for due in claimed]
+    )
+    sagas = []
+    for due in claimed:
+        saga = found[due.pk]
+        saga.db_now = due.db_now  # type: ignore[attr-defined]
+        sagas.append(saga)
+    return sagas
+
+
+def resend(sagas: Sequence[tuple[Due, SagaDefinition, Step]]) -> list[Due]:
     """Dispatch due backoffs and re-send lapsed leases, set-based; return the rest.
 
     Neither counts as progress, so ``updated_at`` (what "stuck" looks at) stays.
     The rest (overdue attempts, sagas without one) take the full path.
     """
     lease = conf.get("SAGAS_DISPATCH_LEASE")
-    rest: list[Saga] = []
-    # Due backoffs grouped by step timeout (their new deadline); lapsed leases.
-    due: dict[float, list[tuple[Saga, StepAttempt]]] = {}
-    lapsed: list[tuple[Saga, StepAttempt]] = []
+    rest: list[Due] = []
+    redispatches: list[writes.Redispatch] = []
     events: list[SagaEvent] = []
     sends: list[Send] = []
     now: Any = None
-    for saga, definition, step in sagas:
-        now = saga.db_now  # type: ignore[attr-defined]
-        attempt = saga.current_attempt
-        assert attempt is not None
-        if attempt.status == AttemptStatus.SCHEDULED:
-            check_attempt_transition(attempt.status, AttemptStatus.DISPATCHED)
-            due.setdefault(step.timeout, []).append((saga, attempt))
+    for due, definition, step in sagas:
+        now = due.db_now
+        if due.status == AttemptStatus.SCHEDULED:
+            check_attempt_transition(due.status, AttemptStatus.DISPATCHED)
             new, detail = str(AttemptStatus.DISPATCHED), ""
-        elif attempt.status == AttemptStatus.DISPATCHED and attempt.deadline_at > now:
-            lapsed.append((saga, attempt))
-            new, detail = attempt.status, "re-sent: not finished within the lease"
+        elif (
+            due.status == AttemptStatus.DISPATCHED
+            and due.deadline_at is not None
+            and due.deadline_at > now
+        ):
+            new, detail = due.status, "re-sent: not finished within the lease"
         else:
-            rest.append(saga)
+            rest.append(due)
             continue
+        assert due.attempt_id is not None
+        scheduled = new != due.status
+        deadline = (
+            now + timedelta(seconds=step.timeout) if scheduled else due.deadline_at
+        )
+        assert deadline is not None
+        redispatches.append(
+            writes.Redispatch(
+                due.pk,
+                due.attempt_id,
+                scheduled,
+                new,
+                deadline,
+                # Again at the end of the lease, or at the deadline if sooner.
+                min(now + timedelta(seconds=lease), deadline),
+            )
+        )
         events.append(
             SagaEvent(
-                saga_id=saga.pk,
+                saga_id=due.pk,
                 actor=SWEEPER,
-                step=attempt.step,
-                kind=attempt.kind,
-                attempt=attempt.number,
-                old_status=attempt.status,
+                step=due.step,
+                kind=due.kind,
+                attempt=due.number,
+                old_status=due.status,
                 new_status=new,
                 detail=detail,
             )
         )
-        sends.append(Send(saga.pk, attempt.pk, budget_for(definition)))
-    for timeout, pairs in due.items():
-        StepAttempt.objects.filter(pk__in=[a.pk for _, a in pairs]).update(
-            status=AttemptStatus.DISPATCHED,
-            dispatches=F("dispatches") + 1,
-            dispatched_at=now,
-            not_before=None,
-            deadline_at=now + timedelta(seconds=timeout),
-        )
-        Saga.objects.filter(pk__in=[s.pk for s, _ in pairs]).update(
-            wake_at=now + timedelta(seconds=min(lease, timeout))
-        )
-    if lapsed:
-        StepAttempt.objects.filter(pk__in=[a.pk for _, a in lapsed]).update(
-            dispatches=F("dispatches") + 1
-        )
-        Saga.objects.filter(pk__in=[s.pk for s, _ in lapsed]).update(
-            wake_at=Least(Value(now + timedelta(seconds=lease)), _CURRENT_DEADLINE)
-        )
+        sends.append(Send(due.pk, due.attempt_id, budget_for(definition)))
     if sends:
-        write_events(events, {saga.pk: saga for saga, _, _ in sagas})
+        if not writes.redispatch(redispatches, events, now=now):
+            _redispatch_with_orm(redispatches, events, now)
+        _announce_on_commit(events, {due.pk: due for due, _, _ in sagas})
         send_many_on_commit(sends)
     return rest
+
+
+def _redispatch_with_orm(
+    rows: Sequence[writes.Redispatch], events: Sequence[SagaEvent], now: datetime
+) -> None:
+    """``writes.redispatch`` on other databases: a few set-based statements."""
+    StepAttempt.objects.filter(pk__in=[row.attempt_id for row in rows]).update(
+        dispatches=F("dispatches") + 1
+    )
+    due = [row for row in rows if row.due]
+    if due:
+        StepAttempt.objects.filter(pk__in=[row.attempt_id for row in due]).update(
+            status=AttemptStatus.DISPATCHED,
+            dispatched_at=now,
+            not_before=None,
+            deadline_at=_by_pk(due, "attempt_id", "deadline"),
+        )
+    Saga.objects.filter(pk__in=[row.saga_id for row in rows]).update(
+        wake_at=_by_pk(rows, "saga_id", "wake")
+    )
+    writes.insert_events(events)
+
+
+def _by_pk(rows: Sequence[writes.Redispatch], key: str, value: str) -> Case:
+    """A value per row, chosen by primary key."""
+    return Case(
+        *[When(pk=getattr(row, key), then=Value(getattr(row, value))) for row in rows],
+        output_field=models.DateTimeField(),
+    )
 
 
 def postpone(saga: Saga, seconds: float) -> None:
     """Move a saga's wake-up ``seconds`` ahead (it could not be handled now)."""
     Saga.objects.filter(pk=saga.pk).update(wake_at=db_in(seconds))
-
-
-# A correlated subquery written out: the ORM's OuterRef form makes PostgreSQL
-# join the whole saga table (a sequential scan over finished sagas too).
-_CURRENT_DEADLINE = RawSQL(
-    f"(SELECT a.deadline_at FROM {StepAttempt._meta.db_table} a"
-    f" WHERE a.id = {Saga._meta.db_table}.current_attempt_id)",
-    (),
-    output_field=models.DateTimeField(),
-)
 
 
 # --- what an outcome means ------------------------------------------------------

@@ -51,26 +51,25 @@ def sweep(*, batch: int | None = None) -> int:
     # A bounded batch keeps the transaction short; the next beat tick takes the rest.
     limit = batch or int(conf.get("SAGAS_SWEEP_BATCH"))
     with transaction.atomic():
-        sagas = machine.claim_due(limit)
-        runnable: list[tuple[Saga, SagaDefinition, Step]] = []
-        rest: list[Saga] = []
-        for saga in sagas:
-            attempt = saga.current_attempt
-            if attempt is None:
-                rest.append(saga)
+        claimed = machine.claim_due(limit)
+        runnable: list[tuple[machine.Due, SagaDefinition, Step]] = []
+        rest: list[machine.Due] = []
+        for due in claimed:
+            if due.attempt_id is None:
+                rest.append(due)
                 continue
             try:
-                definition = machine.definition_of(saga)
-                step = machine.step_of(definition, attempt)
+                definition = machine.definition_of(due)
+                step = machine.step_of(definition, due)
             except machine.DefinitionUnavailable:
-                rest.append(saga)
+                rest.append(due)
                 continue
-            runnable.append((saga, definition, step))
+            runnable.append((due, definition, step))
         # Re-sends and due backoffs, the bulk of the work, are written for the
         # whole batch at once; the rest take the engine's full path, each in a
         # savepoint so one saga's error cannot hold the batch back.
         rest += machine.resend(runnable)
-        for saga in rest:
+        for saga in machine.load_claimed(rest):
             try:
                 with transaction.atomic():
                     _wake(saga)
@@ -83,7 +82,7 @@ def sweep(*, batch: int | None = None) -> int:
                     log.exception("sweep.park_failed", saga_id=str(saga.pk))
                     # Never leave it first in line on every tick.
                     machine.postpone(saga, conf.get("SAGAS_DISPATCH_LEASE"))
-    return len(sagas)
+    return len(claimed)
 
 
 def _wake(saga: Saga) -> None:

@@ -17,8 +17,9 @@ import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+from uuid import UUID
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -405,3 +406,92 @@ def insert_events(events: Sequence[SagaEvent]) -> None:
         sql, params = _events_sql(db, events[start : start + EVENT_ROWS])
         with db.cursor() as cursor:
             cursor.execute(sql, params)
+
+
+class Redispatch(NamedTuple):
+    """An attempt sent again by the sweeper: a backoff over, or a lease lapsed."""
+
+    saga_id: UUID
+    attempt_id: int
+    # A scheduled attempt becomes dispatched (``status``, ``dispatched_at``);
+    # a dispatched one only counts the dispatch.
+    due: bool
+    status: str
+    # The attempt's deadline (new for a due one), and when its saga wakes.
+    deadline: datetime
+    wake: datetime
+
+
+def redispatch(
+    rows: Sequence[Redispatch], events: Sequence[SagaEvent], *, now: datetime
+) -> bool:
+    """Record a sweep's re-sends and their events in one statement.
+
+    The attempts, their sagas and the events, however many rows. Only on
+    PostgreSQL: elsewhere return False, and the caller writes them.
+    """
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.vendor != "postgresql":
+        return False
+    if rows:
+        found = fetch_one(_REDISPATCH_SQL, _redispatch_params(rows, events, now))
+        if found != (len(rows), len(rows)):
+            raise DatabaseError(f"re-sent {len(rows)} attempts but wrote {found}")
+    return True
+
+
+def _redispatch_sql() -> str:
+    attempts, sagas = StepAttempt._meta.db_table, Saga._meta.db_table
+    types = ("uuid", "text", "text", "text", "integer", "text", "text", "text")
+    return f"""
+WITH v (attempt, saga, due, status, deadline, wake) AS (
+    SELECT * FROM unnest(
+        %s::bigint[], %s::uuid[], %s::boolean[], %s::text[], %s::timestamptz[],
+        %s::timestamptz[]
+    )
+), a AS (
+    UPDATE {attempts} AS t SET
+        dispatches = t.dispatches + 1,
+        status = v.status,
+        dispatched_at = CASE WHEN v.due THEN %s ELSE t.dispatched_at END,
+        not_before = CASE WHEN v.due THEN NULL ELSE t.not_before END,
+        deadline_at = v.deadline
+    FROM v WHERE t.id = ANY(%s::bigint[]) AND t.id = v.attempt
+    RETURNING 1
+), s AS (
+    UPDATE {sagas} AS s SET wake_at = v.wake
+    FROM v WHERE s.id = ANY(%s::uuid[]) AND s.id = v.saga
+    RETURNING 1
+), e AS (
+    INSERT INTO {SagaEvent._meta.db_table} ({", ".join(EVENT_COLUMNS)})
+    SELECT * FROM unnest({", ".join(f"%s::{kind}[]" for kind in types)})
+)
+SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM s)"""
+
+
+# Every column goes as one array: a hundred rows are sixteen parameters.
+_REDISPATCH_SQL = _redispatch_sql()
+
+
+def _redispatch_params(
+    rows: Sequence[Redispatch],
+    events: Sequence[SagaEvent],
+    now: datetime,
+) -> list[Any]:
+    def column(name: str) -> list[Any]:
+        return [getattr(row, name) for row in rows]
+
+    # The key arrays twice: as the join's rows, and as the condition that
+    # makes the planner look the rows up by primary key.
+    return [
+        column("attempt_id"),
+        column("saga_id"),
+        column("due"),
+        column("status"),
+        column("deadline"),
+        column("wake"),
+        now,
+        column("attempt_id"),
+        column("saga_id"),
+        *([getattr(event, name) for event in events] for name in EVENT_COLUMNS),
+    ]
