@@ -422,12 +422,6 @@ def _age(saga: Saga | Due) -> float | None:
 save_fields = writes.save_fields
 
 
-def write_events(events: list[SagaEvent], sagas: dict[Any, Saga]) -> None:
-    """Insert events; log and signal each once committed."""
-    writes.insert_events(events)
-    _announce_on_commit(events, sagas)
-
-
 def _announce_on_commit(
     events: list[SagaEvent], sagas: Mapping[Any, Saga | Due]
 ) -> None:
