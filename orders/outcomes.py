@@ -21,7 +21,7 @@ from django.db import transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from orders.models import Order, OrderStatus
+from orders.models import Order, OrderLine, OrderStatus
 
 log = structlog.get_logger("orders")
 
@@ -103,10 +103,21 @@ def order_send_confirmation(*, order_id: UUID | str) -> ConfirmationOutcome:
 @transaction.atomic
 def order_deliver_confirmation(*, order_id: UUID | str) -> bool:
     """Email a queued confirmation once; return False if it was sent already."""
-    order = Order.objects.select_for_update().get(pk=order_id)
-    if order.confirmation_queued_at is None or order.confirmation_sent_at is not None:
+    # The order (locked) with its lines, in one query. A delivery running
+    # beside this one waits for the lock, then finds the email sent.
+    rows = list(
+        OrderLine.objects.select_related("order")
+        .select_for_update(of=("order",))
+        .filter(
+            order_id=order_id,
+            order__confirmation_queued_at__isnull=False,
+            order__confirmation_sent_at__isnull=True,
+        )
+    )
+    if not rows:
         return False
-    lines = "\n".join(f"  {line.quantity} x {line.sku}" for line in order.lines.all())
+    order = rows[0].order
+    lines = "\n".join(f"  {line.quantity} x {line.sku}" for line in rows)
     try:
         send_mail(
             subject=f"Order {order.id} confirmed",

@@ -13,7 +13,7 @@ from django.db.models import F
 from django.db.models.functions import Now
 
 from config.routers import SANDBOX_ALIAS
-from config.sandbox import network_latency
+from config.sandbox import insert_new, network_latency
 from payments.models import (
     GatewayCharge,
     GatewayChargeStatus,
@@ -64,46 +64,65 @@ def charge(*, key: str, token: str, amount_cents: int) -> str:
     """Capture ``amount_cents``; return the charge id. Same key, same charge."""
     network_latency()
     _fault("charge")
-    transient = False
     with transaction.atomic(using=SANDBOX_ALIAS):
-        # The gateway's record of the call: the first call with a key creates
-        # it, a concurrent one waits for that and then finds it.
-        GatewayCharge.objects.bulk_create(
-            [
-                GatewayCharge(
-                    key=key,
-                    token=token,
-                    amount_cents=amount_cents,
-                    status=GatewayChargeStatus.PENDING,
-                )
-            ],
-            ignore_conflicts=True,
+        # The gateway's record of the call. The first call with a key decides
+        # it at once; a repeated one (or a concurrent one, which waits for the
+        # first to commit) reads the record and finishes what is left to do.
+        status: str = _outcome(token, processing_errors=0)
+        pk = insert_new(
+            GatewayCharge,
+            "key",
+            key=key,
+            token=token,
+            amount_cents=amount_cents,
+            status=status,
+            processing_errors=int(status == GatewayChargeStatus.ERRORED),
         )
-        row = GatewayCharge.objects.select_for_update().get(key=key)
-        if row.status in (GatewayChargeStatus.CAPTURED, GatewayChargeStatus.REFUNDED):
-            return f"ch_{row.pk}"
-        if row.status == GatewayChargeStatus.VOIDED:
-            raise ChargeVoided("this payment was cancelled before it was captured")
-        if token not in KNOWN_TOKENS or token == TOKEN_DECLINED:
-            row.status = GatewayChargeStatus.DECLINED
-            row.save(update_fields=["status"])
-        elif token == TOKEN_PROCESSING_ERROR and row.processing_errors == 0:
-            GatewayCharge.objects.filter(pk=row.pk).update(
-                processing_errors=1, status=GatewayChargeStatus.ERRORED
-            )
-            transient = True
-        else:
-            GatewayCharge.objects.filter(pk=row.pk).update(
-                status=GatewayChargeStatus.CAPTURED,
-                amount_cents=amount_cents,
-                updated_at=Now(),
-            )
-            GatewayLedgerEntry.objects.create(charge=row, amount_cents=amount_cents)
-            return f"ch_{row.pk}"
+        if pk is None:
+            row = GatewayCharge.objects.select_for_update().get(key=key)
+            pk, status = row.pk, _settle(row, token=token, amount_cents=amount_cents)
+        elif status == GatewayChargeStatus.CAPTURED:
+            GatewayLedgerEntry.objects.create(charge_id=pk, amount_cents=amount_cents)
     # Raised after the block so the gateway's own record of the call commits.
-    if transient:
+    if status in (GatewayChargeStatus.CAPTURED, GatewayChargeStatus.REFUNDED):
+        return f"ch_{pk}"
+    if status == GatewayChargeStatus.VOIDED:
+        raise ChargeVoided("this payment was cancelled before it was captured")
+    if status == GatewayChargeStatus.ERRORED:
         raise GatewayUnavailable("processing error, please retry")
     raise CardDeclined("the card was declined")
+
+
+def _outcome(token: str, *, processing_errors: int) -> GatewayChargeStatus:
+    """What a charge attempt with ``token`` ends as."""
+    if token not in KNOWN_TOKENS or token == TOKEN_DECLINED:
+        return GatewayChargeStatus.DECLINED
+    if token == TOKEN_PROCESSING_ERROR and processing_errors == 0:
+        return GatewayChargeStatus.ERRORED
+    return GatewayChargeStatus.CAPTURED
+
+
+def _settle(row: GatewayCharge, *, token: str, amount_cents: int) -> str:
+    """Finish a charge recorded before (locked); return the status it ends in."""
+    if row.status in (
+        GatewayChargeStatus.CAPTURED,
+        GatewayChargeStatus.REFUNDED,
+        GatewayChargeStatus.VOIDED,
+    ):
+        return row.status
+    status = _outcome(token, processing_errors=row.processing_errors)
+    if status == GatewayChargeStatus.DECLINED:
+        GatewayCharge.objects.filter(pk=row.pk).update(status=status)
+    elif status == GatewayChargeStatus.ERRORED:
+        GatewayCharge.objects.filter(pk=row.pk).update(
+            processing_errors=1, status=status
+        )
+    else:
+        GatewayCharge.objects.filter(pk=row.pk).update(
+            status=status, amount_cents=amount_cents, updated_at=Now()
+        )
+        GatewayLedgerEntry.objects.create(charge=row, amount_cents=amount_cents)
+    return status
 
 
 def refund(*, key: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import IntegrityError, transaction
 
 from config.routers import SANDBOX_ALIAS
-from config.sandbox import network_latency
+from config.sandbox import insert_new, network_latency
 from shipping.models import CarrierBooking, CarrierBookingStatus
 
 UNSUPPORTED_COUNTRIES = frozenset({"AQ"})
@@ -26,14 +26,19 @@ def book(*, key: str, country: str) -> str:
         raise UnsupportedDestination(f"the carrier does not deliver to {country}")
     # The first call with a key books; a later one (or a cancel that came
     # first and voided the key) leaves the row as it is.
-    CarrierBooking.objects.bulk_create(
-        [CarrierBooking(key=key, country=country, status=CarrierBookingStatus.BOOKED)],
-        ignore_conflicts=True,
+    pk = insert_new(
+        CarrierBooking,
+        "key",
+        key=key,
+        country=country,
+        status=CarrierBookingStatus.BOOKED,
     )
-    booking = CarrierBooking.objects.get(key=key)
-    if booking.status == CarrierBookingStatus.VOIDED:
-        raise BookingVoided("this shipment was cancelled before it was booked")
-    return f"SBX{booking.pk:010d}"
+    if pk is None:
+        booking = CarrierBooking.objects.get(key=key)
+        if booking.status == CarrierBookingStatus.VOIDED:
+            raise BookingVoided("this shipment was cancelled before it was booked")
+        pk = booking.pk
+    return f"SBX{pk:010d}"
 
 
 def cancel(*, key: str) -> bool:

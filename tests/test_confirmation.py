@@ -6,8 +6,12 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
+from django.db.models.functions import Now
+from django.test.utils import CaptureQueriesContext
 
 from orders.models import Order
+from orders.outcomes import order_deliver_confirmation
 from orders.services import LineRequest, checkout
 from sagas.models import StepAttempt
 from sagas.testing import run_saga_inline
@@ -68,3 +72,36 @@ def test_valid_address_is_sent_once_and_recorded(mailoutbox: list[Any]) -> None:
     confirmation = StepAttempt.objects.get(saga=saga, step="send_confirmation")
     assert confirmation.result == {"confirmation": "sent"}
     assert [mail.to for mail in mailoutbox] == [["customer-7@customers.example.com"]]
+
+
+def test_a_queued_confirmation_is_emailed_once_with_its_lines(
+    mailoutbox: list[Any],
+) -> None:
+    order, _ = checkout(
+        customer_id="customer-9",
+        lines=[LineRequest("WIDGET-1", 2), LineRequest("GADGET-1", 1)],
+        payment_token="tok_visa",
+        shipping_address=ADDRESS,
+    )
+    Order.objects.filter(pk=order.pk).update(confirmation_queued_at=Now())
+
+    with CaptureQueriesContext(connection) as captured:
+        first = order_deliver_confirmation(order_id=order.pk)
+    again = order_deliver_confirmation(order_id=order.pk)
+
+    assert (first, again) == (True, False)
+    [mail] = mailoutbox
+    assert "  2 x WIDGET-1\n  1 x GADGET-1" in mail.body
+    assert Order.objects.get(pk=order.pk).confirmation_sent_at is not None
+    # The order is locked and read with its lines in one query.
+    sent = [query["sql"] for query in captured.captured_queries]
+    assert [sql.split()[0] for sql in sent] == ["BEGIN", "SELECT", "UPDATE", "COMMIT"]
+    if connection.vendor == "postgresql":
+        assert 'FOR UPDATE OF "orders_order"' in sent[1]
+
+
+def test_an_unqueued_confirmation_is_not_emailed(mailoutbox: list[Any]) -> None:
+    order = _order_for("customer-10")
+
+    assert order_deliver_confirmation(order_id=order.pk) is False
+    assert mailoutbox == []

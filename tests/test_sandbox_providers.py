@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.db import connections
+from django.test.utils import CaptureQueriesContext
 
 from config.routers import SANDBOX_ALIAS
 from payments import gateway
@@ -85,6 +86,62 @@ def test_a_declined_charge_is_recorded_and_stays_declined() -> None:
     assert (
         GatewayCharge.objects.using(SANDBOX_ALIAS).get(key=key).status
         == GatewayChargeStatus.DECLINED
+    )
+
+
+def test_a_processing_error_fails_once_then_the_same_key_captures_once() -> None:
+    key = f"charge:{uuid.uuid4()}"
+
+    with pytest.raises(gateway.GatewayUnavailable):
+        gateway.charge(key=key, token="tok_processingError", amount_cents=700)
+    errored = GatewayCharge.objects.using(SANDBOX_ALIAS).get(key=key)
+    first = gateway.charge(key=key, token="tok_processingError", amount_cents=700)
+    again = gateway.charge(key=key, token="tok_processingError", amount_cents=700)
+
+    assert (errored.status, errored.processing_errors) == (
+        GatewayChargeStatus.ERRORED,
+        1,
+    )
+    assert first == again == f"ch_{errored.pk}"
+    assert GatewayCharge.objects.using(SANDBOX_ALIAS).get(key=key).status == (
+        GatewayChargeStatus.CAPTURED
+    )
+    assert list(
+        GatewayLedgerEntry.objects.using(SANDBOX_ALIAS)
+        .filter(charge=errored)
+        .values_list("amount_cents", flat=True)
+    ) == [700]
+
+
+def _statements(call: Callable[[], Any]) -> list[str]:
+    """Run ``call``; return the statements it sent on the sandbox connection."""
+    with CaptureQueriesContext(connections[SANDBOX_ALIAS]) as captured:
+        call()
+    return [query["sql"].split()[0] for query in captured.captured_queries]
+
+
+def test_a_new_keys_charge_is_one_insert_beside_its_ledger_entry() -> None:
+    # A stand-in for a remote provider costs the worker little: the fault
+    # check, then the charge and its ledger entry written in one transaction.
+    key = f"charge:{uuid.uuid4()}"
+
+    sent = _statements(
+        lambda: gateway.charge(key=key, token="tok_visa", amount_cents=500)
+    )
+
+    assert sent == ["SELECT", "BEGIN", "INSERT", "INSERT", "COMMIT"]
+    assert GatewayLedgerEntry.objects.using(SANDBOX_ALIAS).count() == 1
+
+
+def test_a_new_keys_booking_is_one_statement() -> None:
+    key = f"book:{uuid.uuid4()}"
+
+    sent = _statements(lambda: carrier.book(key=key, country="DE"))
+
+    assert sent == ["INSERT"]
+    assert (
+        CarrierBooking.objects.using(SANDBOX_ALIAS).get(key=key).status
+        == CarrierBookingStatus.BOOKED
     )
 
 
