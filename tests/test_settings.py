@@ -213,3 +213,36 @@ def test_engine_settings_are_the_defaults_unless_the_environment_sets_them(
         "SAGA_EVENTS_QUEUES": ["celery", "warehouse"],
         "SAGA_EVENTS_TRACK": False,
     }
+
+
+def _database_options(**env: str) -> dict[str, object]:
+    code = (
+        "import json, django; django.setup(); from django.conf import settings;"
+        " print(json.dumps(settings.DATABASES['default'].get('OPTIONS', {})))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=_clean_env(DJANGO_DEBUG="true", **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    options: dict[str, object] = json.loads(result.stdout)
+    return options
+
+
+def test_postgresql_binds_and_prepares_on_the_server_unless_turned_off() -> None:
+    url = "postgres://shop:secret@127.0.0.1:5432/shop"
+
+    assert _database_options(DATABASE_URL=url) == {
+        "server_side_binding": True,
+        "prepare_threshold": 5,
+    }
+    assert (
+        _database_options(DATABASE_URL=url, DATABASE_PREPARED_STATEMENTS="false") == {}
+    )
+    assert "server_side_binding" not in _database_options(
+        DATABASE_URL="sqlite:///:memory:"
+    )

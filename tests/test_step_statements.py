@@ -223,3 +223,17 @@ def test_prepared_statements_follow_the_setting(prepared: int, settings: Any) ->
         row = cursor.fetchone()
     assert row is not None
     assert (row[0] > 0) == bool(prepared)
+
+
+def test_a_query_the_orm_repeats_is_prepared_on_the_server() -> None:
+    # DATABASE_PREPARED_STATEMENTS (on unless set false): Django binds the
+    # parameters on the server and psycopg prepares a statement once it has
+    # run 5 times on a connection.
+    connection.close()
+    for _ in range(6):
+        Saga.objects.filter(business_key="prepared-by-the-orm").exists()
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert any('"business_key" = $2' in statement for statement in prepared), prepared
