@@ -21,6 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 OTHERS_WARN = 0.25
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--serial", type=int, default=200, help="sagas run one by one")
@@ -52,7 +59,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         " in this process",
     )
     parser.add_argument(
-        "--probe", type=int, default=300, help="sagas per step-path probe (--profile)"
+        "--probe",
+        type=_positive,
+        default=300,
+        help="sagas per step-path probe (--profile)",
     )
     parser.add_argument(
         "--skip",

@@ -155,3 +155,15 @@ def test_the_bench_runs_every_part_and_reports_each_figure(
     assert int(probes[1][1]) > int(probes[0][1]), report
     assert report.count("pyinstrument") >= 3, report
     assert "One warm sweeper pass, profiled" in report
+
+
+def test_a_probe_of_no_sagas_is_refused_naming_the_option(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bench.main import parse_args
+
+    assert parse_args(["--probe", "7"]).probe == 7
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--probe", "0"])
+    assert exited.value.code == 2
+    assert "argument --probe: must be at least 1, not 0" in capsys.readouterr().err
