@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Any
 
 from django.conf import settings
-from django.db import connections, models
+from django.db import models
 
+from config import sql
 from config.routers import SANDBOX_ALIAS
 
 
@@ -27,34 +27,5 @@ def insert_new(model: type[models.Model], unique: str, **values: Any) -> int | N
     statement, in the caller's transaction on the sandbox connection; columns
     left out get their database defaults.
     """
-    connection = connections[SANDBOX_ALIAS]
-    sql = _insert_sql(model, unique, tuple(values))
-    params = []
-    for name, value in values.items():
-        field = model._meta.get_field(name)
-        assert isinstance(field, models.Field)
-        params.append(field.get_db_prep_value(value, connection))
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
+    row = sql.insert(model, using=SANDBOX_ALIAS, unique=unique, **values)
     return None if row is None else int(row[0])
-
-
-@functools.cache
-def _insert_sql(model: type[models.Model], unique: str, names: tuple[str, ...]) -> str:
-    quote = connections[SANDBOX_ALIAS].ops.quote_name
-    meta = model._meta
-    assert meta.pk is not None
-    columns = ", ".join(quote(_column(model, name)) for name in names)
-    return (
-        f"INSERT INTO {quote(meta.db_table)} ({columns})"
-        f" VALUES ({', '.join(['%s'] * len(names))})"
-        f" ON CONFLICT ({quote(_column(model, unique))}) DO NOTHING"
-        f" RETURNING {quote(meta.pk.column)}"
-    )
-
-
-def _column(model: type[models.Model], name: str) -> str:
-    field = model._meta.get_field(name)
-    assert isinstance(field, models.Field)
-    return field.column

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from typing import NoReturn
 from uuid import UUID
 
 from django.db import transaction
 from django.db.models import F
 from django.db.models.functions import Now
 
+from config import sql
 from inventory.models import Product, Reservation, ReservationStatus
 
 
@@ -23,39 +25,61 @@ class OutOfStock(Exception):
     """Not enough free stock for a reservation."""
 
 
+# Every order's reservation, so written once (see ``config.sql``).
+_HELD = (
+    "SELECT count(*), coalesce(sum(quantity), 0) FROM inventory_reservation"
+    " WHERE saga_id = %s"
+)
+# Take stock only if enough is free: the row lock, check and decrement at once.
+_TAKE = (
+    "UPDATE inventory_product SET stock_free = stock_free - %s"
+    " WHERE sku = %s AND stock_free >= %s"
+)
+_HOLD = (
+    "INSERT INTO inventory_reservation (saga_id, product_id, quantity, status)"
+    " SELECT %s, id, %s, %s FROM inventory_product WHERE sku = %s"
+)
+
+
 @transaction.atomic
-def stock_reserve(
-    *, saga_id: UUID, items: Iterable[tuple[str, int]]
-) -> list[Reservation]:
-    """Reserve stock for a saga; reserving again for the same saga changes nothing."""
-    existing = list(Reservation.objects.filter(saga_id=saga_id))
-    if existing:
-        return existing
+def stock_reserve(*, saga_id: UUID, items: Iterable[tuple[str, int]]) -> int:
+    """Reserve stock for a saga; return the units it holds.
+
+    Reserving again for the same saga changes nothing and returns the same.
+    """
+    saga = sql.value(Reservation, "saga_id", saga_id)
+    [(held, units)] = sql.fetch(_HELD, [saga])
+    if held:
+        return int(units)
     wanted: Counter[str] = Counter()
     for sku, quantity in items:
         wanted[sku] += quantity
-    # Lock products in primary-key order so concurrent reservations never deadlock.
-    products = list(
-        Product.objects.select_for_update().filter(sku__in=wanted).order_by("pk")
-    )
-    missing = set(wanted) - {product.sku for product in products}
+    # Products are locked in SKU order (as stock_release does) so concurrent
+    # reservations never deadlock.
+    for sku in sorted(wanted):
+        if not sql.execute(_TAKE, [wanted[sku], sku, wanted[sku]]):
+            _refuse(wanted, taken=[s for s in sorted(wanted) if s < sku])
+        sql.execute(_HOLD, [saga, wanted[sku], ReservationStatus.RESERVED, sku])
+    return sum(wanted.values())
+
+
+def _refuse(wanted: Counter[str], *, taken: list[str]) -> NoReturn:
+    """Raise why ``wanted`` cannot be reserved (``taken`` were, in this transaction).
+
+    The caller's transaction (``stock_reserve``'s savepoint) rolls them back.
+    """
+    free = dict(Product.objects.filter(sku__in=wanted).values_list("sku", "stock_free"))
+    missing = set(wanted) - set(free)
     if missing:
         raise UnknownSku(missing)
-    short = [p for p in products if p.stock_free < wanted[p.sku]]
-    if short:
-        raise OutOfStock(
-            "; ".join(
-                f"{p.sku}: {wanted[p.sku]} requested, {p.stock_free} available"
-                for p in short
-            )
+    for sku in taken:
+        free[sku] += wanted[sku]
+    raise OutOfStock(
+        "; ".join(
+            f"{sku}: {wanted[sku]} requested, {free[sku]} available"
+            for sku in sorted(wanted)
+            if free[sku] < wanted[sku]
         )
-    for product in products:
-        Product.objects.filter(pk=product.pk).update(
-            stock_free=F("stock_free") - wanted[product.sku]
-        )
-    return Reservation.objects.bulk_create(
-        Reservation(saga_id=saga_id, product=product, quantity=wanted[product.sku])
-        for product in products
     )
 
 
@@ -69,11 +93,11 @@ def stock_release(*, saga_id: UUID) -> int:
     )
     if not reservations:
         return 0
-    # Same lock order as stock_reserve: products by primary key.
+    # Same lock order as stock_reserve: products by SKU.
     list(
         Product.objects.select_for_update()
         .filter(pk__in=[r.product_id for r in reservations])
-        .order_by("pk")
+        .order_by("sku")
     )
     for reservation in reservations:
         Product.objects.filter(pk=reservation.product_id).update(

@@ -21,7 +21,8 @@ from django.db import transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from orders.models import Order, OrderLine, OrderStatus
+from config import sql
+from orders.models import Order, OrderStatus
 
 log = structlog.get_logger("orders")
 
@@ -29,11 +30,37 @@ log = structlog.get_logger("orders")
 # still be confirmed or failed.
 _OPEN = (OrderStatus.PENDING, OrderStatus.ON_HOLD)
 
+# What every order's flow sends when it ends well (see ``config.sql``).
+_CONFIRM = (
+    "UPDATE orders_order SET status = %s, failure_reason = '', updated_at = {now}"
+    " WHERE id = %s AND status IN (%s, %s)"
+)
+_RECIPIENT = "SELECT customer_id FROM orders_order WHERE id = %s"
+_QUEUE = (
+    "UPDATE orders_order SET confirmation_queued_at = {now}"
+    " WHERE id = %s AND confirmation_queued_at IS NULL"
+)
+# The order (locked) with its lines, in one query. A delivery running beside
+# this one waits for the lock, then finds the email sent.
+_UNSENT = (
+    "SELECT orders_order.customer_id, orders_order.total_cents,"
+    " orders_order.currency, orders_orderline.sku, orders_orderline.quantity"
+    " FROM orders_order"
+    " JOIN orders_orderline ON orders_orderline.order_id = orders_order.id"
+    " WHERE orders_order.id = %s"
+    " AND orders_order.confirmation_queued_at IS NOT NULL"
+    " AND orders_order.confirmation_sent_at IS NULL"
+    " ORDER BY orders_orderline.id{lock}"
+)
+_SENT = "UPDATE orders_order SET confirmation_sent_at = {now} WHERE id = %s"
+_UNQUEUE = "UPDATE orders_order SET confirmation_queued_at = NULL WHERE id = %s"
+
 
 def order_confirm(*, order_id: UUID | str) -> None:
     """Mark the order confirmed (its saga completed)."""
-    Order.objects.filter(pk=order_id, status__in=_OPEN).update(
-        status=OrderStatus.CONFIRMED, failure_reason="", updated_at=Now()
+    sql.execute(
+        _CONFIRM.format(now=sql.now()),
+        [OrderStatus.CONFIRMED, sql.value(Order, "id", order_id), *_OPEN],
     )
 
 
@@ -84,15 +111,15 @@ def order_send_confirmation(*, order_id: UUID | str) -> ConfirmationOutcome:
     that cannot receive mail is an outcome, not an error: retrying cannot fix
     it, and the order is paid and shipped all the same.
     """
-    order = Order.objects.only("customer_id").get(pk=order_id)
+    pk = sql.value(Order, "id", order_id)
+    found = sql.fetch(_RECIPIENT, [pk])
+    if not found:
+        raise Order.DoesNotExist(f"no order {order_id}")
     try:
-        validate_email(confirmation_address(order.customer_id))
+        validate_email(confirmation_address(found[0][0]))
     except ValidationError:
         return ConfirmationOutcome.UNDELIVERABLE
-    queued = Order.objects.filter(
-        pk=order_id, confirmation_queued_at__isnull=True
-    ).update(confirmation_queued_at=Now())
-    if not queued:
+    if not sql.execute(_QUEUE.format(now=sql.now()), [pk]):
         return ConfirmationOutcome.ALREADY_SENT
     transaction.on_commit(
         partial(order_deliver_confirmation, order_id=order_id), robust=True
@@ -103,41 +130,30 @@ def order_send_confirmation(*, order_id: UUID | str) -> ConfirmationOutcome:
 @transaction.atomic
 def order_deliver_confirmation(*, order_id: UUID | str) -> bool:
     """Email a queued confirmation once; return False if it was sent already."""
-    # The order (locked) with its lines, in one query. A delivery running
-    # beside this one waits for the lock, then finds the email sent.
-    rows = list(
-        OrderLine.objects.select_related("order")
-        .select_for_update(of=("order",))
-        .filter(
-            order_id=order_id,
-            order__confirmation_queued_at__isnull=False,
-            order__confirmation_sent_at__isnull=True,
-        )
-    )
+    pk = sql.value(Order, "id", order_id)
+    rows = sql.fetch(_UNSENT.format(lock=sql.lock(of="orders_order")), [pk])
     if not rows:
         return False
-    order = rows[0].order
-    lines = "\n".join(f"  {line.quantity} x {line.sku}" for line in rows)
+    customer_id, total_cents, currency = rows[0][:3]
+    lines = "\n".join(f"  {quantity} x {sku}" for *_, sku, quantity in rows)
     try:
         send_mail(
-            subject=f"Order {order.id} confirmed",
+            subject=f"Order {order_id} confirmed",
             message=(
                 f"Thank you for your order.\n\n{lines}\n\n"
-                f"Total: {order.total_cents / 100:.2f} {order.currency}\n"
+                f"Total: {total_cents / 100:.2f} {currency}\n"
             ),
             from_email=settings.DEFAULT_FROM_EMAIL,
-            recipient_list=[confirmation_address(order.customer_id)],
+            recipient_list=[confirmation_address(customer_id)],
         )
     except SMTPRecipientsRefused:
         # The mail server refused the recipient for good: stop trying. Other
         # SMTP errors (connection lost, server busy) propagate, and
         # ``confirmations_deliver`` tries again later.
-        log.warning("order.confirmation_undeliverable", order_id=str(order.pk))
-        order.confirmation_queued_at = None
-        order.save(update_fields=["confirmation_queued_at"])
+        log.warning("order.confirmation_undeliverable", order_id=str(order_id))
+        sql.execute(_UNQUEUE, [pk])
         return False
-    order.confirmation_sent_at = Now()  # type: ignore[assignment]
-    order.save(update_fields=["confirmation_sent_at"])
+    sql.execute(_SENT.format(now=sql.now()), [pk])
     return True
 
 

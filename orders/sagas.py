@@ -40,12 +40,12 @@ from shipping.services import shipment_cancel, shipment_create
 
 def reserve_stock(ctx: StepContext) -> Mapping[str, Any]:
     try:
-        reservations = stock_reserve(
+        units = stock_reserve(
             saga_id=ctx.saga_id, items=[(sku, qty) for sku, qty in ctx.data["items"]]
         )
     except (OutOfStock, UnknownSku) as exc:
         raise PermanentError(f"Out of stock: {exc}") from exc
-    return {"reserved_units": sum(r.quantity for r in reservations)}
+    return {"reserved_units": units}
 
 
 def release_stock(ctx: StepContext) -> None:

@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.db.models.functions import Now
 
+from config import sql
 from config.routers import SANDBOX_ALIAS
 from config.sandbox import insert_new, network_latency
 from payments.models import (
@@ -43,12 +44,19 @@ class GatewayUnavailable(GatewayError):
     """Transient: try again later."""
 
 
+# Every call checks for an injected fault (see ``config.sql``).
+_FAULTED = (
+    "SELECT 1 FROM payments_gatewayfault WHERE operation = %s AND remaining <> 0"
+    " LIMIT 1"
+)
+
+
 def _fault(operation: str) -> None:
     """Raise GatewayUnavailable if a fault is injected for ``operation``."""
-    faults = GatewayFault.objects.filter(operation=operation).exclude(remaining=0)
     # Nearly every call finds none: one read, without a transaction, says so.
-    if not faults.exists():
+    if not sql.fetch(_FAULTED, [operation], using=SANDBOX_ALIAS):
         return
+    faults = GatewayFault.objects.filter(operation=operation).exclude(remaining=0)
     with transaction.atomic(using=SANDBOX_ALIAS):
         fault = faults.select_for_update().first()
         if fault is None:
@@ -82,7 +90,13 @@ def charge(*, key: str, token: str, amount_cents: int) -> str:
             row = GatewayCharge.objects.select_for_update().get(key=key)
             pk, status = row.pk, _settle(row, token=token, amount_cents=amount_cents)
         elif status == GatewayChargeStatus.CAPTURED:
-            GatewayLedgerEntry.objects.create(charge_id=pk, amount_cents=amount_cents)
+            sql.insert(
+                GatewayLedgerEntry,
+                using=SANDBOX_ALIAS,
+                returning=(),
+                charge_id=pk,
+                amount_cents=amount_cents,
+            )
     # Raised after the block so the gateway's own record of the call commits.
     if status in (GatewayChargeStatus.CAPTURED, GatewayChargeStatus.REFUNDED):
         return f"ch_{pk}"

@@ -7,8 +7,12 @@ from uuid import UUID
 from django.db import transaction
 from django.db.models.functions import Now
 
+from config import sql
 from payments import gateway
 from payments.models import Payment, PaymentStatus
+
+# Every order's charge looks its key up first (see ``config.sql``).
+_CHARGED = "SELECT id FROM payments_payment WHERE idempotency_key = %s"
 
 
 @transaction.atomic
@@ -21,13 +25,14 @@ def payment_charge(
     token: str,
 ) -> Payment:
     """Charge the customer once per key; a repeated call returns the same payment."""
-    existing = Payment.objects.filter(idempotency_key=idempotency_key).first()
-    if existing is not None:
-        return existing
+    existing = sql.fetch(_CHARGED, [idempotency_key])
+    if existing:
+        return Payment.objects.get(pk=existing[0][0])
     charge_id = gateway.charge(
         key=idempotency_key, token=token, amount_cents=amount_cents
     )
-    return Payment.objects.create(
+    return sql.create(
+        Payment,
         idempotency_key=idempotency_key,
         saga_id=saga_id,
         reference=reference,

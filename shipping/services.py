@@ -8,8 +8,12 @@ from uuid import UUID
 from django.db import transaction
 from django.db.models.functions import Now
 
+from config import sql
 from shipping import carrier
 from shipping.models import Shipment, ShipmentStatus
+
+# Every order's shipment looks its key up first (see ``config.sql``).
+_BOOKED = "SELECT id FROM shipping_shipment WHERE idempotency_key = %s"
 
 
 @transaction.atomic
@@ -17,11 +21,12 @@ def shipment_create(
     *, idempotency_key: str, saga_id: UUID, reference: str, address: dict[str, Any]
 ) -> Shipment:
     """Book a shipment once per key; a repeated call returns the same shipment."""
-    existing = Shipment.objects.filter(idempotency_key=idempotency_key).first()
-    if existing is not None:
-        return existing
+    existing = sql.fetch(_BOOKED, [idempotency_key])
+    if existing:
+        return Shipment.objects.get(pk=existing[0][0])
     tracking = carrier.book(key=idempotency_key, country=address["country"])
-    return Shipment.objects.create(
+    return sql.create(
+        Shipment,
         idempotency_key=idempotency_key,
         saga_id=saga_id,
         reference=reference,
