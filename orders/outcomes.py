@@ -35,11 +35,11 @@ _CONFIRM = (
     "UPDATE orders_order SET status = %s, failure_reason = '', updated_at = {now}"
     " WHERE id = %s AND status IN (%s, %s)"
 )
-_RECIPIENT = "SELECT customer_id FROM orders_order WHERE id = %s"
 _QUEUE = (
     "UPDATE orders_order SET confirmation_queued_at = {now}"
-    " WHERE id = %s AND confirmation_queued_at IS NULL"
+    " WHERE id = %s AND confirmation_queued_at IS NULL RETURNING customer_id"
 )
+_EXISTS = "SELECT 1 FROM orders_order WHERE id = %s"
 # The order (locked) with its lines, in one query. A delivery running beside
 # this one waits for the lock, then finds the email sent.
 _UNSENT = (
@@ -112,15 +112,17 @@ def order_send_confirmation(*, order_id: UUID | str) -> ConfirmationOutcome:
     it, and the order is paid and shipped all the same.
     """
     pk = sql.value(Order, "id", order_id)
-    found = sql.fetch(_RECIPIENT, [pk])
-    if not found:
-        raise Order.DoesNotExist(f"no order {order_id}")
-    try:
-        validate_email(confirmation_address(found[0][0]))
-    except ValidationError:
-        return ConfirmationOutcome.UNDELIVERABLE
-    if not sql.execute(_QUEUE.format(now=sql.now()), [pk]):
+    queued = sql.fetch(_QUEUE.format(now=sql.now()), [pk])
+    if not queued:
+        if not sql.fetch(_EXISTS, [pk]):
+            raise Order.DoesNotExist(f"no order {order_id}")
         return ConfirmationOutcome.ALREADY_SENT
+    try:
+        validate_email(confirmation_address(queued[0][0]))
+    except ValidationError:
+        # Queued and taken back in this transaction: nothing is ever sent.
+        sql.execute(_UNQUEUE, [pk])
+        return ConfirmationOutcome.UNDELIVERABLE
     transaction.on_commit(
         partial(order_deliver_confirmation, order_id=order_id), robust=True
     )

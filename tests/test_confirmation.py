@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models.functions import Now
 from django.test.utils import CaptureQueriesContext
 
 from orders.models import Order
-from orders.outcomes import order_deliver_confirmation
+from orders.outcomes import order_deliver_confirmation, order_send_confirmation
 from orders.services import LineRequest, checkout
 from sagas.models import StepAttempt
 from sagas.testing import run_saga_inline
@@ -61,6 +62,7 @@ def test_undeliverable_address_completes_the_saga_with_the_outcome_recorded(
     assert confirmation.result == {"confirmation": "undeliverable"}
     assert saga.context["confirmation"] == "undeliverable"
     assert order.confirmation_sent_at is None
+    assert order.confirmation_queued_at is None
     assert mailoutbox == []
 
 
@@ -98,6 +100,28 @@ def test_a_queued_confirmation_is_emailed_once_with_its_lines(
     assert [sql.split()[0] for sql in sent] == ["BEGIN", "SELECT", "UPDATE", "COMMIT"]
     if connection.vendor == "postgresql":
         assert 'FOR UPDATE OF "orders_order"' in sent[1]
+
+
+def test_queueing_a_confirmation_is_one_statement_and_happens_once(
+    mailoutbox: list[Any],
+) -> None:
+    order, _ = checkout(
+        customer_id="customer-11",
+        lines=[LineRequest("WIDGET-1", 1)],
+        payment_token="tok_visa",
+        shipping_address=ADDRESS,
+    )
+
+    with transaction.atomic(), CaptureQueriesContext(connection) as captured:
+        first = order_send_confirmation(order_id=order.pk)
+    again = order_send_confirmation(order_id=order.pk)
+
+    assert (first, again) == ("sent", "already_sent")
+    assert len(mailoutbox) == 1
+    assert [q["sql"].split()[0] for q in captured.captured_queries] == ["UPDATE"]
+    assert Order.objects.get(pk=order.pk).confirmation_queued_at is not None
+    with pytest.raises(Order.DoesNotExist):
+        order_send_confirmation(order_id=uuid.uuid4())
 
 
 def test_an_unqueued_confirmation_is_not_emailed(mailoutbox: list[Any]) -> None:

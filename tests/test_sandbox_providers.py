@@ -120,17 +120,38 @@ def _statements(call: Callable[[], Any]) -> list[str]:
     return [query["sql"].split()[0] for query in captured.captured_queries]
 
 
-def test_a_new_keys_charge_is_one_insert_beside_its_ledger_entry() -> None:
+def test_a_new_keys_charge_is_one_statement_with_its_ledger_entry() -> None:
     # A stand-in for a remote provider costs the worker little: the fault
-    # check, then the charge and its ledger entry written in one transaction.
+    # check, the charge and its ledger entry in one statement.
     key = f"charge:{uuid.uuid4()}"
 
     sent = _statements(
         lambda: gateway.charge(key=key, token="tok_visa", amount_cents=500)
     )
 
-    assert sent == ["SELECT", "BEGIN", "INSERT", "INSERT", "COMMIT"]
-    assert GatewayLedgerEntry.objects.using(SANDBOX_ALIAS).count() == 1
+    assert sent == ["WITH"]
+    charge = GatewayCharge.objects.using(SANDBOX_ALIAS).get(key=key)
+    assert (charge.status, charge.amount_cents, charge.processing_errors) == (
+        GatewayChargeStatus.CAPTURED,
+        500,
+        0,
+    )
+    assert list(
+        GatewayLedgerEntry.objects.using(SANDBOX_ALIAS).values_list(
+            "charge_id", "amount_cents"
+        )
+    ) == [(charge.pk, 500)]
+
+
+def test_a_declined_new_key_is_recorded_in_one_statement_with_no_ledger_entry() -> None:
+    key = f"charge:{uuid.uuid4()}"
+
+    with pytest.raises(gateway.CardDeclined):
+        gateway.charge(key=key, token="tok_chargeDeclined", amount_cents=500)
+
+    charge = GatewayCharge.objects.using(SANDBOX_ALIAS).get(key=key)
+    assert charge.status == GatewayChargeStatus.DECLINED
+    assert not GatewayLedgerEntry.objects.using(SANDBOX_ALIAS).exists()
 
 
 def test_a_new_keys_booking_is_one_statement() -> None:

@@ -345,7 +345,7 @@ class Transition:
 
     saga: Saga
     actor: str
-    events: list[SagaEvent] = field(default_factory=list)
+    events: list[writes.Event] = field(default_factory=list)
     saga_fields: set[str] = field(default_factory=set)
     # Keep the rows until commit and write them in one statement (PostgreSQL).
     deferred: bool = False
@@ -390,7 +390,7 @@ class Transition:
         self, old: str, new: str, *, attempt: StepAttempt | None = None, detail: str
     ) -> None:
         self.events.append(
-            SagaEvent(
+            writes.Event(
                 saga_id=self.saga.pk,
                 actor=self.actor,
                 step=attempt.step if attempt else "",
@@ -423,7 +423,7 @@ save_fields = writes.save_fields
 
 
 def _announce_on_commit(
-    events: list[SagaEvent], sagas: Mapping[Any, Saga | Due]
+    events: list[writes.Event], sagas: Mapping[Any, Saga | Due]
 ) -> None:
     ages = {pk: _age(saga) for pk, saga in sagas.items()}
     lines = [
@@ -490,7 +490,7 @@ def create(
     )
     tx = Transition(saga, actor, deferred=True)
     tx.events.append(
-        SagaEvent(saga_id=saga.pk, actor=tx.actor, new_status=SagaStatus.PENDING)
+        writes.Event(saga_id=saga.pk, actor=tx.actor, new_status=SagaStatus.PENDING)
     )
     advance(tx, definition, index=0, kind=AttemptKind.ACTION, number=1)
     # The saga is inserted with its first attempt already current, not
@@ -695,7 +695,7 @@ def resend(sagas: Sequence[tuple[Due, SagaDefinition, Step]]) -> list[Due]:
     lease = conf.get("SAGAS_DISPATCH_LEASE")
     rest: list[Due] = []
     redispatches: list[writes.Redispatch] = []
-    events: list[SagaEvent] = []
+    events: list[writes.Event] = []
     sends: list[Send] = []
     now: Any = None
     for due, definition, step in sagas:
@@ -730,7 +730,7 @@ def resend(sagas: Sequence[tuple[Due, SagaDefinition, Step]]) -> list[Due]:
             )
         )
         events.append(
-            SagaEvent(
+            writes.Event(
                 saga_id=due.pk,
                 actor=SWEEPER,
                 step=due.step,
@@ -751,7 +751,7 @@ def resend(sagas: Sequence[tuple[Due, SagaDefinition, Step]]) -> list[Due]:
 
 
 def _redispatch_with_orm(
-    rows: Sequence[writes.Redispatch], events: Sequence[SagaEvent], now: datetime
+    rows: Sequence[writes.Redispatch], events: Sequence[writes.Event], now: datetime
 ) -> None:
     """``writes.redispatch`` on other databases: a few set-based statements."""
     StepAttempt.objects.filter(pk__in=[row.attempt_id for row in rows]).update(

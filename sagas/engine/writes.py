@@ -55,7 +55,7 @@ class Batch:
     def __init__(self, deferred: bool = True) -> None:
         self.deferred = deferred and connection.vendor == "postgresql"
         self._rows: list[_Pending] = []
-        self._events: list[SagaEvent] = []
+        self._events: list[Event] = []
         self._after: list[Callable[[], None]] = []
 
     def insert(self, instance: Row) -> None:
@@ -76,7 +76,7 @@ class Batch:
                 return
         self._rows.append(_Pending(instance, insert=False, names=set(names)))
 
-    def add_events(self, events: Sequence[SagaEvent]) -> None:
+    def add_events(self, events: Sequence[Event]) -> None:
         """Insert events (``id`` and ``created_at`` are column defaults)."""
         if not self.deferred:
             insert_events(events)
@@ -100,7 +100,7 @@ class Batch:
             callback()
 
 
-def _write(rows: list[_Pending], events: list[SagaEvent]) -> None:
+def _write(rows: list[_Pending], events: list[Event]) -> None:
     db = connections[DEFAULT_DB_ALIAS]
     aliases = {id(pending.instance): f"w{i}" for i, pending in enumerate(rows)}
     parts: list[str] = []
@@ -120,10 +120,12 @@ def _write(rows: list[_Pending], events: list[SagaEvent]) -> None:
             results.append(f"(SELECT count(*) FROM {alias})")
         parts.append(f"{alias} AS ({sql})")
         params += values
-    for start in range(0, len(events), EVENT_ROWS):
-        sql, values = _events_sql(db, events[start : start + EVENT_ROWS])
-        parts.append(f"e{start} AS ({sql})")
-        params += values
+    if events:
+        # One array per column: the same statement, and eight parameters,
+        # however many events (a statement of many parameters costs more to
+        # bind and is not kept in psycopg's cache).
+        parts.append(f"e AS ({_EVENTS_UNNEST_SQL})")
+        params += _event_columns(events)
     select = ", ".join(results) if results else "1"
     row = fetch_one(f"WITH {', '.join(parts)} SELECT {select}", params)
     assert row is not None
@@ -360,6 +362,22 @@ def save_fields(instance: Row, names: Sequence[str]) -> None:
             raise DatabaseError("Save with update_fields did not affect any rows.")
 
 
+class Event(NamedTuple):
+    """A ``SagaEvent`` row to insert: every change writes some, no model needed.
+
+    ``id`` and ``created_at`` are column defaults.
+    """
+
+    saga_id: UUID
+    actor: str
+    new_status: str
+    step: str = ""
+    kind: str = ""
+    attempt: int | None = None
+    old_status: str = ""
+    detail: str = ""
+
+
 EVENT_COLUMNS = (
     "saga_id", "actor", "step", "kind", "attempt", "old_status", "new_status", "detail"
 )  # fmt: skip
@@ -371,7 +389,7 @@ _EVENT_ROW = "(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"
 
 
 def _events_sql(
-    db: BaseDatabaseWrapper, events: Sequence[SagaEvent]
+    db: BaseDatabaseWrapper, events: Sequence[Event]
 ) -> tuple[str, list[Any]]:
     quote = db.ops.quote_name
     head = (
@@ -395,7 +413,19 @@ def _events_sql(
     return head + ", ".join([_EVENT_ROW] * len(events)), params
 
 
-def insert_events(events: Sequence[SagaEvent]) -> None:
+_EVENT_TYPES = ("uuid", "text", "text", "text", "integer", "text", "text", "text")
+_EVENTS_UNNEST_SQL = (
+    f"INSERT INTO {SagaEvent._meta.db_table} ({', '.join(EVENT_COLUMNS)})"
+    f" SELECT * FROM unnest({', '.join(f'%s::{kind}[]' for kind in _EVENT_TYPES)})"
+)
+
+
+def _event_columns(events: Sequence[Event]) -> list[list[Any]]:
+    """Return the events' values column by column (PostgreSQL arrays)."""
+    return [[getattr(event, name) for event in events] for name in EVENT_COLUMNS]
+
+
+def insert_events(events: Sequence[Event]) -> None:
     """Insert events with plain SQL; ``id`` and ``created_at`` are column defaults.
 
     Every transition writes events: ``bulk_create`` spent more CPU building
@@ -423,7 +453,7 @@ class Redispatch(NamedTuple):
 
 
 def redispatch(
-    rows: Sequence[Redispatch], events: Sequence[SagaEvent], *, now: datetime
+    rows: Sequence[Redispatch], events: Sequence[Event], *, now: datetime
 ) -> bool:
     """Record a sweep's re-sends and their events in one statement.
 
@@ -442,7 +472,6 @@ def redispatch(
 
 def _redispatch_sql() -> str:
     attempts, sagas = StepAttempt._meta.db_table, Saga._meta.db_table
-    types = ("uuid", "text", "text", "text", "integer", "text", "text", "text")
     return f"""
 WITH v (attempt, saga, due, status, deadline, wake) AS (
     SELECT * FROM unnest(
@@ -462,10 +491,7 @@ WITH v (attempt, saga, due, status, deadline, wake) AS (
     UPDATE {sagas} AS s SET wake_at = v.wake
     FROM v WHERE s.id = ANY(%s::uuid[]) AND s.id = v.saga
     RETURNING 1
-), e AS (
-    INSERT INTO {SagaEvent._meta.db_table} ({", ".join(EVENT_COLUMNS)})
-    SELECT * FROM unnest({", ".join(f"%s::{kind}[]" for kind in types)})
-)
+), e AS ({_EVENTS_UNNEST_SQL})
 SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM s)"""
 
 
@@ -475,7 +501,7 @@ _REDISPATCH_SQL = _redispatch_sql()
 
 def _redispatch_params(
     rows: Sequence[Redispatch],
-    events: Sequence[SagaEvent],
+    events: Sequence[Event],
     now: datetime,
 ) -> list[Any]:
     def column(name: str) -> list[Any]:
@@ -493,5 +519,5 @@ def _redispatch_params(
         now,
         column("attempt_id"),
         column("saga_id"),
-        *([getattr(event, name) for event in events] for name in EVENT_COLUMNS),
+        *_event_columns(events),
     ]
