@@ -9,12 +9,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
+from sagas import registry
 from sagas.engine import machine, saga_start, step_execute, writes
 from sagas.models import Saga, StepAttempt
 from sagas.states import SagaStatus
@@ -61,6 +63,45 @@ def test_a_happy_step_takes_one_transaction_of_four_statements() -> None:
     saga.refresh_from_db()
     assert saga.current_step == 2
     assert saga.status == SagaStatus.RUNNING
+
+
+def test_the_last_step_writes_the_end_in_its_one_statement_before_the_hook() -> None:
+    # given: a one-step saga whose on_completed hook reads the engine's rows
+    seen: list[tuple[str, str, dict[str, Any]]] = []
+
+    def completed(outcome: Any) -> None:
+        saga = Saga.objects.get(pk=outcome.saga_id)
+        attempt = StepAttempt.objects.get(saga=saga)
+        seen.append((saga.status, attempt.status, dict(outcome.data)))
+
+    definition = registry.register(
+        replace(
+            define("c"),
+            name=f"hooked_{uuid.uuid4().hex[:8]}",
+            on_completed=completed,
+            sensitive=("token",),
+        )
+    )
+    with transaction.atomic():
+        saga = saga_start(
+            definition, business_key=f"count:{uuid.uuid4()}", context={"token": "t"}
+        )
+    assert saga.current_attempt_id is not None
+
+    # when
+    statements = _statements(saga.pk, saga.current_attempt_id)
+
+    # then: the hook's two reads are the only statements beside the step's
+    # four; it saw the saga ended and was told the context as the step had it
+    hook_reads = [sql for sql in statements if sql.startswith("SELECT")][1:]
+    assert len(hook_reads) == 2
+    assert len(statements) == STATEMENTS_PER_STEP + len(hook_reads), statements
+    assert seen == [
+        (SagaStatus.COMPLETED, "succeeded", {"token": "t", "step_1_done": True})
+    ]
+    saga.refresh_from_db()
+    assert saga.status == SagaStatus.COMPLETED
+    assert saga.context["token"] == "[scrubbed]"
 
 
 def test_the_lock_reads_the_saga_and_its_attempt_as_the_orm_would() -> None:

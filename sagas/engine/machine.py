@@ -354,9 +354,25 @@ class Transition:
         self.actor = clean_text(self.actor, _ACTOR_MAX)
         self.batch = writes.Batch(self.deferred)
 
-    def flush(self) -> None:
-        """Write what this transition kept, before something reads it back."""
+    def flush(self, *, saga: bool = False) -> None:
+        """Write what this transition kept, before something reads it back.
+
+        ``saga``: the saga's changes and the events so far too.
+        """
+        if saga:
+            self._stage()
         self.batch.flush()
+
+    def _stage(self) -> None:
+        """Hand the saga's changes and the events so far to the batch."""
+        if self.saga_fields:
+            self.saga.updated_at = Now()  # type: ignore[assignment]
+            self.batch.update(self.saga, [*sorted(self.saga_fields), "updated_at"])
+            self.saga_fields = set()
+        if self.events:
+            self.batch.add_events(self.events)
+            _announce_on_commit(self.events, {self.saga.pk: self.saga})
+            self.events = []
 
     def saga_status(self, new: str, detail: str = "") -> None:
         old = self.saga.status
@@ -403,12 +419,7 @@ class Transition:
         )
 
     def commit(self) -> None:
-        if self.saga_fields:
-            self.saga.updated_at = Now()  # type: ignore[assignment]
-            self.batch.update(self.saga, [*sorted(self.saga_fields), "updated_at"])
-        self.batch.add_events(self.events)
-        _announce_on_commit(self.events, {self.saga.pk: self.saga})
-        self.batch.flush()
+        self.flush(saga=True)
 
 
 def _age(saga: Saga | Due) -> float | None:
@@ -999,12 +1010,18 @@ def end(tx: Transition, definition: SagaDefinition, status: str) -> None:
         if status == SagaStatus.COMPLETED
         else definition.on_compensated
     )
-    if hook is not None:
-        # The hook may read the engine's rows: they are written before it runs.
-        tx.flush()
-        hook(outcome(tx.saga, status))
+    if hook is None:
+        tx.saga_status(status)
+        _close(tx)
+        return
+    # What the hook is told: the saga as it was (its context not yet scrubbed).
+    told = outcome(tx.saga, status)
     tx.saga_status(status)
     _close(tx)
+    # The hook may read the engine's rows: the attempt and the saga's end are
+    # written (one statement) before it runs.
+    tx.flush(saga=True)
+    hook(told)
 
 
 def park(tx: Transition, definition: SagaDefinition | None) -> None:
