@@ -63,7 +63,7 @@ test-tools: browsers services-tools
 # Two sessions: PostgreSQL + Redis (the chaos suite also starts a RabbitMQ node
 # and a Redis of its own, to restart), then the embedded default (SQLite files and
 # the filesystem broker, no services) for the suites that must hold on it too.
-EMBEDDED_TESTS := tests/test_embedded.py tests/test_testing_kit.py tests/test_inventory_services.py tests/test_sql.py \
+EMBEDDED_TESTS := tests/test_embedded.py tests/test_testing_kit.py tests/test_domain_services.py tests/test_sql.py \
 	tests/test_sweeper_health.py tests/test_sweeper_writes.py tests/test_transport.py \
 	tests/test_choreography_embedded.py examples
 

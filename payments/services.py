@@ -15,7 +15,10 @@ from payments.models import Payment, PaymentStatus
 _CHARGED = "SELECT id FROM payments_payment WHERE idempotency_key = %s"
 
 
-@transaction.atomic
+# No transaction of its own: its one write (the insert, after the provider
+# answered) is atomic by itself, and a concurrent call with the same key fails
+# on the key's unique constraint as it would inside one. Inside a saga step's
+# transaction this saves the savepoint's two round trips on every order.
 def payment_charge(
     *,
     idempotency_key: str,

@@ -1,4 +1,4 @@
-"""Stock reservations: what they take, what they refuse, and what they send.
+"""The order saga's services: what they write, what they refuse, what they send.
 
 Run on PostgreSQL and on the embedded SQLite default (no row locks there).
 """
@@ -10,11 +10,15 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from inventory.models import Product, Reservation, ReservationStatus
 from inventory.services import OutOfStock, UnknownSku, stock_release, stock_reserve
+from payments.models import Payment
+from payments.services import payment_charge
+from shipping.models import Shipment
+from shipping.services import shipment_create
 
 
 @pytest.fixture
@@ -98,3 +102,51 @@ def test_a_release_gives_back_what_was_reserved_once(stock: None) -> None:
     assert set(Reservation.objects.values_list("status", flat=True)) == {
         ReservationStatus.RELEASED
     }
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_a_charge_and_a_shipment_each_read_then_insert_once_with_no_savepoint() -> None:
+    # given: a saga step's transaction
+    saga = uuid.uuid4()
+    with transaction.atomic(), CaptureQueriesContext(connection) as captured:
+        # when: each is called twice with its key
+        payment = payment_charge(
+            idempotency_key=f"{saga}:charge",
+            saga_id=saga,
+            reference="order:1",
+            amount_cents=1999,
+            token="tok_visa",
+        )
+        shipment = shipment_create(
+            idempotency_key=f"{saga}:ship",
+            saga_id=saga,
+            reference="order:1",
+            address={"country": "DE", "city": "Berlin"},
+        )
+        repeated = (
+            payment_charge(
+                idempotency_key=f"{saga}:charge",
+                saga_id=saga,
+                reference="order:1",
+                amount_cents=1999,
+                token="tok_visa",
+            ),
+            shipment_create(
+                idempotency_key=f"{saga}:ship",
+                saga_id=saga,
+                reference="order:1",
+                address={"country": "DE", "city": "Berlin"},
+            ),
+        )
+
+    # then: the key read and the insert on this database, nothing else
+    first = [q["sql"].split()[0] for q in captured.captured_queries][:4]
+    assert first == ["SELECT", "INSERT", "SELECT", "INSERT"]
+    assert repeated == (payment, shipment)
+    assert Payment.objects.get().gateway_charge_id == payment.gateway_charge_id
+    stored = Shipment.objects.get()
+    assert (stored.tracking_number, stored.address) == (
+        shipment.tracking_number,
+        {"country": "DE", "city": "Berlin"},
+    )
+    assert payment.created_at == Payment.objects.get().created_at
