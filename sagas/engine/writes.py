@@ -33,12 +33,17 @@ from sagas.models import Saga, SagaEvent, StepAttempt
 Row = Saga | StepAttempt
 
 
+# Every step sets a deadline or two: one output field for all (building a
+# field cost more than the rest of the expression).
+_DATETIME: models.DateTimeField[Any, Any] = models.DateTimeField()
+
+
 class DbTime(ExpressionWrapper):
     """The database's clock plus ``seconds``: deadlines never trust a worker's clock."""
 
     def __init__(self, seconds: float) -> None:
         expression = Now() + timedelta(seconds=seconds) if seconds else Now()
-        super().__init__(expression, output_field=models.DateTimeField())
+        super().__init__(expression, output_field=_DATETIME)
         self.seconds = seconds
 
 
@@ -222,6 +227,9 @@ class _Info:
     returning_fields: list[models.Field[Any, Any]]
     returning: list[str]
     foreign_keys: list[models.ForeignKey[Any, Any]]
+    # Nullable columns with no database default (nor a reference to a row of
+    # the same statement): left out of an insert when they are None.
+    null_unless_written: frozenset[models.Field[Any, Any]]
     compiler: Any
 
 
@@ -251,6 +259,13 @@ def _info(model: type[Row]) -> _Info:
         returning_fields=returning_fields,
         returning=[quote(f.column) for f in returning_fields],
         foreign_keys=[f for f in fields if isinstance(f, models.ForeignKey)],
+        null_unless_written=frozenset(
+            f
+            for f in fields
+            if f.null
+            and not f.has_db_default()  # type: ignore[attr-defined]
+            and not isinstance(f, models.ForeignKey)
+        ),
         compiler=UpdateQuery(model).get_compiler(connection=connection),
     )
     _INFO[model] = info
@@ -314,6 +329,9 @@ def _insert_sql(
     for field_, column in info.insert_fields:
         value = field_.pre_save(instance, add=True)
         if isinstance(value, DatabaseDefault) or (field_.primary_key and value is None):
+            continue
+        if value is None and field_ in info.null_unless_written:
+            # The column's default is NULL: no parameter to bind.
             continue
         sql, values = _value_sql(db, info, instance, field_, value, aliases)
         columns.append(column)
