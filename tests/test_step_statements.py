@@ -278,3 +278,39 @@ def test_a_query_the_orm_repeats_is_prepared_on_the_server() -> None:
         cursor.execute("SELECT statement FROM pg_prepared_statements")
         prepared = [row[0] for row in cursor.fetchall()]
     assert any('"business_key" = $2' in statement for statement in prepared), prepared
+
+
+def test_events_kept_for_one_statement_keep_their_text_and_order() -> None:
+    # given: events whose text a hand-made literal would get wrong
+    saga = start(define("c"))
+    details = ['quote " and \\ backslash', "naïve — ünïcode ✓", "line\nbreak", ""]
+    events = [
+        writes.Event(
+            saga_id=saga.pk,
+            actor="operator:ada",
+            new_status="running",
+            step="step_1" if i % 2 else "",
+            attempt=i or None,
+            detail=detail,
+        )
+        for i, detail in enumerate(details)
+    ]
+
+    # when: written with the deferred batch, in one statement
+    with transaction.atomic(), CaptureQueriesContext(connection) as captured:
+        batch = writes.Batch()
+        batch.add_events(events)
+        batch.flush()
+
+    # then
+    assert len(captured.captured_queries) == 1
+    stored = list(
+        saga.events.filter(actor="operator:ada")
+        .order_by("id")
+        .values_list("detail", "step", "attempt", "old_status", "created_at")
+    )
+    assert [row[:4] for row in stored] == [
+        (detail, "step_1" if i % 2 else "", i or None, "")
+        for i, detail in enumerate(details)
+    ]
+    assert all(row[4] is not None for row in stored)

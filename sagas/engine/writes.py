@@ -14,6 +14,7 @@ twice before that is written once, with its last values.
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -126,11 +127,11 @@ def _write(rows: list[_Pending], events: list[Event]) -> None:
         parts.append(f"{alias} AS ({sql})")
         params += values
     if events:
-        # One array per column: the same statement, and eight parameters,
-        # however many events (a statement of many parameters costs more to
-        # bind and is not kept in psycopg's cache).
-        parts.append(f"e AS ({_EVENTS_UNNEST_SQL})")
-        params += _event_columns(events)
+        # One JSON parameter: the same statement however many events (a
+        # statement of many parameters costs more to bind, and psycopg does
+        # not keep it in its cache).
+        parts.append(f"e AS ({_EVENTS_JSON_SQL})")
+        params.append(_events_json(events))
     select = ", ".join(results) if results else "1"
     row = fetch_one(f"WITH {', '.join(parts)} SELECT {select}", params)
     assert row is not None
@@ -432,15 +433,20 @@ def _events_sql(
 
 
 _EVENT_TYPES = ("uuid", "text", "text", "text", "integer", "text", "text", "text")
-_EVENTS_UNNEST_SQL = (
+_EVENTS_JSON_SQL = (
     f"INSERT INTO {SagaEvent._meta.db_table} ({', '.join(EVENT_COLUMNS)})"
-    f" SELECT * FROM unnest({', '.join(f'%s::{kind}[]' for kind in _EVENT_TYPES)})"
+    f" SELECT {', '.join(EVENT_COLUMNS)} FROM json_to_recordset(%s::json) AS e("
+    + ", ".join(f"{n} {t}" for n, t in zip(EVENT_COLUMNS, _EVENT_TYPES, strict=True))
+    + ")"
 )
 
 
-def _event_columns(events: Sequence[Event]) -> list[list[Any]]:
-    """Return the events' values column by column (PostgreSQL arrays)."""
-    return [[getattr(event, name) for event in events] for name in EVENT_COLUMNS]
+def _events_json(events: Sequence[Event]) -> str:
+    """Return the events as one JSON array of rows (PostgreSQL)."""
+    return json.dumps(
+        [{**event._asdict(), "saga_id": str(event.saga_id)} for event in events],
+        separators=(",", ":"),
+    )
 
 
 def insert_events(events: Sequence[Event]) -> None:
@@ -509,11 +515,12 @@ WITH v (attempt, saga, due, status, deadline, wake) AS (
     UPDATE {sagas} AS s SET wake_at = v.wake
     FROM v WHERE s.id = ANY(%s::uuid[]) AND s.id = v.saga
     RETURNING 1
-), e AS ({_EVENTS_UNNEST_SQL})
+), e AS ({_EVENTS_JSON_SQL})
 SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM s)"""
 
 
-# Every column goes as one array: a hundred rows are sixteen parameters.
+# Every column goes as one array, the events as one JSON array: a hundred rows
+# are ten parameters.
 _REDISPATCH_SQL = _redispatch_sql()
 
 
@@ -537,5 +544,5 @@ def _redispatch_params(
         now,
         column("attempt_id"),
         column("saga_id"),
-        *_event_columns(events),
+        _events_json(events),
     ]
