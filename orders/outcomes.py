@@ -140,7 +140,7 @@ def order_deliver_confirmation(*, order_id: UUID | str) -> bool:
     lines = "\n".join(f"  {quantity} x {sku}" for *_, sku, quantity in rows)
     try:
         send_mail(
-            subject=f"Order {order_id} confirmed",
+            subject=f"Order {UUID(str(order_id))} confirmed",
             message=(
                 f"Thank you for your order.\n\n{lines}\n\n"
                 f"Total: {total_cents / 100:.2f} {currency}\n"

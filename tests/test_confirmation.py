@@ -88,11 +88,12 @@ def test_a_queued_confirmation_is_emailed_once_with_its_lines(
     Order.objects.filter(pk=order.pk).update(confirmation_queued_at=Now())
 
     with CaptureQueriesContext(connection) as captured:
-        first = order_deliver_confirmation(order_id=order.pk)
+        first = order_deliver_confirmation(order_id=order.pk.hex)
     again = order_deliver_confirmation(order_id=order.pk)
 
     assert (first, again) == (True, False)
     [mail] = mailoutbox
+    assert mail.subject == f"Order {order.pk} confirmed"
     assert "  2 x WIDGET-1\n  1 x GADGET-1" in mail.body
     assert Order.objects.get(pk=order.pk).confirmation_sent_at is not None
     # The order is locked and read with its lines in one query.
