@@ -9,9 +9,6 @@ family as kombu#582 and #970). Here that case raises the transport's own
 ``ConnectionError``, which kombu ignores while releasing, so the worker
 reconnects; the messages come back after the visibility timeout.
 
-It also reuses one Redis client per connection pool where kombu would build
-one for every message it puts or acks.
-
 ``config/celery.py`` registers it for ``redis://`` and ``rediss://`` URLs.
 """
 
@@ -24,22 +21,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 
 class Channel(kombu_redis.Channel):
-    _sync_client: Any = None
-
-    def _create_client(self, asynchronous: bool = False) -> Any:
-        parent: Any = super()
-        if asynchronous:
-            return parent._create_client(asynchronous=True)
-        # kombu builds a client (copying redis-py's table of response
-        # callbacks) for every message it puts or acks outside a pipeline,
-        # which cost more than sending the message: keep one per connection
-        # pool. After a reconnect the channel has a new pool, and a new client.
-        pool = self.pool
-        client = self._sync_client
-        if client is None or client.connection_pool is not pool:
-            client = self._sync_client = parent._create_client(asynchronous=False)
-        return client
-
     def _connparams(self, asynchronous: bool = False) -> Any:
         if self.connection.client is None:
             raise RedisConnectionError("the broker connection is already closed")

@@ -42,38 +42,6 @@ def test_the_projects_channel_raises_a_connection_error_kombu_ignores() -> None:
     assert isinstance(raised.value, redis_transport.Transport.connection_errors)
 
 
-def test_puts_and_acks_share_one_client_per_pool_and_a_new_pool_gets_its_own() -> None:
-    # given: a channel of the project's transport on a queue of its own
-    connection = Connection(
-        os.environ["CELERY_BROKER_URL"], transport=redis_transport.Transport
-    )
-    queue = f"client-reuse-{time.monotonic_ns()}"
-    channel: Any = connection.default_channel
-    channel.queue_declare(queue)
-    try:
-        # when: messages are put and taken, and the pools are reset between
-        for body in ("one", "two"):
-            channel.basic_publish(channel.prepare_message(body), "", queue)
-        first = channel._create_client()
-        taken = [channel.basic_get(queue, no_ack=False) for _ in range(2)]
-        for message in taken:
-            channel.basic_ack(message.delivery_tag)
-        same = channel._create_client()
-        channel._disconnect_pools()
-        channel.basic_publish(channel.prepare_message("three"), "", queue)
-        after = channel._create_client()
-        last = channel.basic_get(queue, no_ack=True)
-
-        # then: one client until the pool changed, and nothing lost
-        assert same is first
-        assert after is not first
-        assert after.connection_pool is channel.pool
-        assert [m.body for m in taken] + [last.body] == [b"one", b"two", b"three"]
-    finally:
-        channel.queue_delete(queue)
-        connection.release()
-
-
 def test_redis_urls_use_the_projects_transport() -> None:
     from config.celery import app
 
