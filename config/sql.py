@@ -136,15 +136,24 @@ def _converted(
     connection = connections[using]
     converted = []
     for name, raw in zip(names, row, strict=True):
-        field = model._meta.get_field(name)
-        assert isinstance(field, models.Field)
-        # As the ORM reads a column: the backend's converters, then the field's.
-        column = field.get_col(model._meta.db_table)
-        converters = connection.ops.get_db_converters(column)
-        for convert in converters + column.get_db_converters(connection):
+        column, converters = _converters(model, name, using)
+        for convert in converters:
             raw = convert(raw, column, connection)
         converted.append(raw)
     return tuple(converted)
+
+
+@functools.cache
+def _converters(
+    model: type[models.Model], name: str, using: str
+) -> tuple[Any, tuple[Any, ...]]:
+    """Return a field's column and how the ORM reads it: backend's, then field's."""
+    field = model._meta.get_field(name)
+    assert isinstance(field, models.Field)
+    column = field.get_col(model._meta.db_table)
+    connection = connections[using]
+    backend = connection.ops.get_db_converters(column)
+    return column, tuple(backend + column.get_db_converters(connection))
 
 
 @functools.cache
@@ -159,19 +168,19 @@ def _insert_sql(
     if returning and not connection.features.can_return_columns_from_insert:
         raise NotImplementedError(f"{connection.vendor} cannot return inserted rows")
     quote = connection.ops.quote_name
-    back = f" RETURNING {columns(model, returning)}" if returning else ""
+    back = f" RETURNING {_columns(model, returning, using)}" if returning else ""
     conflict = ""
     if unique is not None:
-        conflict = f" ON CONFLICT ({columns(model, [unique])}) DO NOTHING"
+        conflict = f" ON CONFLICT ({_columns(model, [unique], using)}) DO NOTHING"
     return (
-        f"INSERT INTO {quote(model._meta.db_table)} ({columns(model, names)})"
+        f"INSERT INTO {quote(model._meta.db_table)} ({_columns(model, names, using)})"
         f" VALUES ({', '.join(['%s'] * len(names))}){conflict}{back}"
     )
 
 
-def columns(model: type[models.Model], names: Iterable[str]) -> str:
+def _columns(model: type[models.Model], names: Iterable[str], using: str) -> str:
     """Return the quoted columns of ``model``'s fields ``names``, comma-separated."""
-    quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    quote = connections[using].ops.quote_name
     meta = model._meta
     found = []
     for name in names:
