@@ -15,6 +15,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.throughput import Workload
 
 ROOT = Path(__file__).resolve().parent.parent
 # Cores used by other processes, on average, above which a phase is flagged.
@@ -32,6 +36,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--serial", type=int, default=200, help="sagas run one by one")
     parser.add_argument("--burst", type=int, default=2000, help="sagas in a burst")
+    parser.add_argument(
+        "--rounds",
+        type=_positive,
+        default=3,
+        help="rounds of the raw chain and the engine side by side (serial, then"
+        " burst); each ratio is the median of the rounds' ratios",
+    )
     parser.add_argument(
         "--order", type=int, default=1000, help="order sagas in a burst"
     )
@@ -102,6 +113,28 @@ def progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+Phase = tuple[str, "Workload", str, int, int, int]
+
+
+def compared_phases(args: argparse.Namespace) -> list[Phase]:
+    """Return the raw chain's and the engine's phases, round by round.
+
+    In each round the two run back to back, serial then burst, and the one that
+    goes first alternates: drift of the machine between rounds then weighs on
+    both sides of each round's ratio alike.
+    """
+    from bench import throughput
+
+    phases: list[Phase] = []
+    for round_ in range(1, args.rounds + 1):
+        pair = [("raw", throughput.RAW), ("engine", throughput.ENGINE)]
+        if round_ % 2 == 0:
+            pair.reverse()
+        for mode, n in (("serial", args.serial), ("burst", args.burst)):
+            phases += [(part, workload, mode, n, 2, round_) for part, workload in pair]
+    return phases
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # Turn SIGTERM into SystemExit so the phases' cleanup stops their workers.
@@ -134,28 +167,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     harness = throughput.Harness(
         app, dict(os.environ), var_dir / "logs", os.environ["DATABASE_URL"]
     )
-    phases = [
-        ("raw", throughput.RAW, "serial", args.serial, 2),
-        ("raw", throughput.RAW, "burst", args.burst, 2),
-        ("engine", throughput.ENGINE, "serial", args.serial, 2),
-        ("engine", throughput.ENGINE, "burst", args.burst, 2),
-        ("info", throughput.ENGINE_INFO, "burst", args.burst, 2),
-        ("order", throughput.ORDER, "burst", args.order, 2),
+    phases = compared_phases(args)
+    phases += [
+        ("info", throughput.ENGINE_INFO, "burst", args.burst, 2, 1),
+        ("order", throughput.ORDER, "burst", args.order, 2, 1),
     ]
     # Sizing: the same bursts with other worker process counts (2 is above).
     for concurrency in sorted({int(c) for c in args.workers.split(",") if c} - {2}):
         phases += [
-            ("workers", throughput.RAW, "burst", args.burst, concurrency),
-            ("workers", throughput.ENGINE, "burst", args.burst, concurrency),
+            ("workers", throughput.RAW, "burst", args.burst, concurrency, 1),
+            ("workers", throughput.ENGINE, "burst", args.burst, concurrency, 1),
         ]
     runs = []
     autovacuum_paused = harness.db.pause_autovacuum()
     try:
-        for part, workload, mode, n, concurrency in phases:
+        for part, workload, mode, n, concurrency, round_ in phases:
             if part in args.skip:
                 continue
-            progress(f"{workload.name}, {mode}, N={n}, -c {concurrency}")
-            runs.append(throughput.run(harness, workload, mode, n, concurrency))
+            progress(
+                f"{workload.name}, {mode}, N={n}, -c {concurrency}, round {round_}"
+            )
+            runs.append(throughput.run(harness, workload, mode, n, concurrency, round_))
     finally:
         if autovacuum_paused:
             harness.db.resume_autovacuum()
@@ -212,10 +244,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             " xact/step and sessions/step: pg_stat_database deltas for the"
             " worker alone (the harness's own transactions subtracted"
             + (", autovacuum paused)." if autovacuum_paused else ").")
+            + f" The raw chain and the engine ran {args.rounds} round(s) side by"
+            " side, serial then burst, the one going first alternating; each"
+            " engine / raw ratio is the median of the rounds' ratios."
         )
         print()
         queued = [
-            f"{r.workload} {r.submit_elapsed:.1f}s" for r in runs if r.mode == "burst"
+            f"{r.workload} (round {r.round_no}) {r.submit_elapsed:.1f}s"
+            for r in runs
+            if r.mode == "burst"
         ]
         if queued:
             print("Time the harness took to queue each burst: " + ", ".join(queued))

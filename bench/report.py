@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+import statistics
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from bench.inflight import InFlight
@@ -47,7 +48,7 @@ def _f(value: float | None, digits: int = 1) -> str:
 
 def runs_table(runs: Sequence[Run]) -> str:
     headers = [
-        "workload", "mode", "-c", "N", "sagas/s", "p50 ms", "p95 ms", "p99 ms",
+        "workload", "mode", "-c", "round", "N", "sagas/s", "p50 ms", "p95 ms", "p99 ms",
         "worker CPU ms/saga", "PG CPU ms/saga", "sagas/s per PG core",
         "worker RSS MB before>after",
         "PSS MB after", "xact/step", "sessions/step", "not done", "others' cores",
@@ -59,6 +60,7 @@ def runs_table(runs: Sequence[Run]) -> str:
                 run.workload,
                 run.mode,
                 str(run.concurrency),
+                str(run.round_no),
                 str(run.n),
                 _f(run.rate),
                 _f(run.percentile(0.50) * 1000),
@@ -90,16 +92,65 @@ def _per_core(run: Run) -> str:
 
 
 def _find(
-    runs: Sequence[Run], workload: str, mode: str, concurrency: int = 2
+    runs: Sequence[Run],
+    workload: str,
+    mode: str,
+    concurrency: int = 2,
+    round_no: int = 1,
 ) -> Run | None:
     for run in runs:
         if (
             run.workload == workload
             and run.mode == mode
             and run.concurrency == concurrency
+            and run.round_no == round_no
         ):
             return run
     return None
+
+
+@dataclass(frozen=True)
+class Paired:
+    """An engine-to-raw ratio measured round by round, and its median."""
+
+    ratios: list[float]
+    # The round whose ratio is the median (the lower middle one if even).
+    raw: Run
+    engine: Run
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.ratios)
+
+    def describe(self, figures: Callable[[Run], str], digits: int = 2) -> str:
+        """Return "1.23x (8.1 vs 6.6 ms), rounds 1.10x 1.23x 1.40x"."""
+        text = (
+            f"{self.median:.{digits}f}x ({figures(self.engine)} vs {figures(self.raw)})"
+        )
+        if len(self.ratios) > 1:
+            text += ", rounds " + " ".join(f"{r:.{digits}f}x" for r in self.ratios)
+        return text
+
+
+def paired(
+    runs: Sequence[Run], mode: str, measure: Callable[[Run], float]
+) -> Paired | None:
+    """Return ``measure`` engine / raw chain for each round of ``mode`` (-c 2).
+
+    The two sides of a ratio ran back to back, so each round's ratio holds
+    under the machine's drift between rounds; the median drops one odd round.
+    """
+    pairs = []
+    for round_no in sorted({run.round_no for run in runs if run.mode == mode}):
+        raw = _find(runs, "raw chain", mode, round_no=round_no)
+        engine = _find(runs, "engine", mode, round_no=round_no)
+        if raw is not None and engine is not None and measure(raw):
+            pairs.append((measure(engine) / measure(raw), raw, engine))
+    if not pairs:
+        return None
+    ratios = [ratio for ratio, _, _ in pairs]
+    _, raw, engine = sorted(pairs, key=lambda pair: pair[0])[(len(pairs) - 1) // 2]
+    return Paired(ratios, raw, engine)
 
 
 SIZING_HEADERS = [
@@ -140,31 +191,20 @@ def sizing_rows(runs: Sequence[Run]) -> list[list[str]]:
 
 
 def ratios(runs: Sequence[Run]) -> list[tuple[str, str]]:
-    """Return engine-to-raw ratios for each mode measured."""
+    """Return engine-to-raw ratios for each mode measured (median of the rounds)."""
+    measures: list[tuple[str, Callable[[Run], float]]] = [
+        ("throughput", lambda run: run.rate),
+        ("p50 latency", lambda run: run.percentile(0.5)),
+        ("p99 latency", lambda run: run.percentile(0.99)),
+        ("worker CPU per saga", lambda run: run.cpu / run.n),
+        ("worker RSS after", lambda run: run.after.worker.rss_mb),
+    ]
     lines = []
     for mode in ("serial", "burst"):
-        raw, engine = _find(runs, "raw chain", mode), _find(runs, "engine", mode)
-        if raw is None or engine is None:
-            continue
-        lines += [
-            (f"{mode} throughput, engine / raw", _x(engine.rate, raw.rate)),
-            (
-                f"{mode} p50 latency, engine / raw",
-                _x(engine.percentile(0.5), raw.percentile(0.5)),
-            ),
-            (
-                f"{mode} p99 latency, engine / raw",
-                _x(engine.percentile(0.99), raw.percentile(0.99)),
-            ),
-            (
-                f"{mode} worker CPU per saga, engine / raw",
-                _x(engine.cpu / engine.n, raw.cpu / raw.n),
-            ),
-            (
-                f"{mode} worker RSS after, engine / raw",
-                _x(engine.after.worker.rss_mb, raw.after.worker.rss_mb),
-            ),
-        ]
+        for label, measure in measures:
+            found = paired(runs, mode, measure)
+            if found is not None:
+                lines.append((f"{mode} {label}, engine / raw", _rounds(found)))
     info, engine = (
         _find(runs, "engine, INFO logs", "burst"),
         _find(runs, "engine", "burst"),
@@ -176,6 +216,13 @@ def ratios(runs: Sequence[Run]) -> list[tuple[str, str]]:
     return lines
 
 
+def _rounds(found: Paired) -> str:
+    text = f"{found.median:.2f}x"
+    if len(found.ratios) > 1:
+        text += " (rounds " + " ".join(f"{r:.2f}x" for r in found.ratios) + ")"
+    return text
+
+
 def _x(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "-"
 
@@ -185,54 +232,54 @@ def targets(
 ) -> list[Target]:
     """Return each target with the figure this run measured."""
     out: list[Target] = []
-    raw, engine = _find(runs, "raw chain", "burst"), _find(runs, "engine", "burst")
-    order = _find(runs, "order saga", "burst")
-    if raw and engine:
-        ratio = engine.rate / raw.rate
+    throughput = paired(runs, "burst", lambda run: run.rate)
+    if throughput is not None:
         out.append(
             Target(
                 "engine no-op burst throughput / raw chain",
-                f"{ratio:.2f}x ({engine.rate:.0f} vs {raw.rate:.0f} sagas/s)",
+                throughput.describe(lambda run: f"{run.rate:.0f}/s"),
                 ">= 1.0x",
-                ratio >= 1.0,
+                throughput.median >= 1.0,
             )
         )
-    if engine:
+    engines = [
+        run
+        for run in runs
+        if run.workload == "engine" and run.mode == "burst" and run.concurrency == 2
+    ]
+    if engines:
+        # The worst round: every one of them must stay within a transaction a step.
+        commits = max(run.commits_per_step for run in engines)
         out.append(
             Target(
-                "DB transactions per step, happy path (engine burst)",
-                f"{engine.commits_per_step:.2f}",
+                "DB transactions per step, happy path (engine burst, worst round)",
+                f"{commits:.2f}",
                 "<= 1.0",
                 # Compared as printed, to two decimals.
-                round(engine.commits_per_step, 2) <= 1.0,
+                round(commits, 2) <= 1.0,
             )
         )
-    serial_raw, serial_engine = (
-        _find(runs, "raw chain", "serial"),
-        _find(runs, "engine", "serial"),
-    )
-    if serial_raw and serial_engine:
-        ratio = serial_engine.percentile(0.5) / serial_raw.percentile(0.5)
+    serial = paired(runs, "serial", lambda run: run.percentile(0.5))
+    if serial is not None:
         out.append(
             Target(
                 "serial p50 latency / raw chain's",
-                f"{ratio:.2f}x ({serial_engine.percentile(0.5) * 1000:.1f}"
-                f" vs {serial_raw.percentile(0.5) * 1000:.1f} ms)",
+                serial.describe(lambda run: f"{run.percentile(0.5) * 1000:.1f} ms"),
                 "<= 1.5x",
-                ratio <= 1.5,
+                serial.median <= 1.5,
             )
         )
-    if raw and engine:
-        ratio = engine.percentile(0.5) / raw.percentile(0.5)
+    burst = paired(runs, "burst", lambda run: run.percentile(0.5))
+    if burst is not None:
         out.append(
             Target(
                 "burst p50 latency / raw chain's",
-                f"{ratio:.2f}x ({engine.percentile(0.5) * 1000:.0f}"
-                f" vs {raw.percentile(0.5) * 1000:.0f} ms)",
+                burst.describe(lambda run: f"{run.percentile(0.5) * 1000:.0f} ms"),
                 "<= 0.5x",
-                ratio <= 0.5,
+                burst.median <= 0.5,
             )
         )
+    order = _find(runs, "order saga", "burst")
     if beside is not None:
         # Not stalled: a begun saga ends long before the burst queued ahead of it.
         share = beside.percentile(0.5) / beside.burst_elapsed
@@ -280,15 +327,14 @@ def targets(
                 ),
             )
         )
-    if raw and engine:
-        ratio = engine.after.worker.rss_mb / raw.after.worker.rss_mb
-        mb = f"{engine.after.worker.rss_mb:.0f} vs {raw.after.worker.rss_mb:.0f} MB"
+    rss = paired(runs, "burst", lambda run: run.after.worker.rss_mb)
+    if rss is not None:
         out.append(
             Target(
                 "worker RSS / raw Celery worker's (after burst)",
-                f"{ratio:.2f}x ({mb})",
+                rss.describe(lambda run: f"{run.after.worker.rss_mb:.0f} MB"),
                 "<= 1.2x",
-                ratio <= 1.2,
+                rss.median <= 1.2,
             )
         )
     return out

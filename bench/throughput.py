@@ -58,6 +58,8 @@ class Run:
     not_completed: int = 0
     # Worker processes (prefork concurrency) that ran the phase.
     concurrency: int = 2
+    # Which round of the raw chain and the engine side by side (bench.main).
+    round_no: int = 1
 
     @property
     def cpu(self) -> float:
@@ -267,7 +269,12 @@ ORDER = Workload(
 
 
 def run(
-    harness: Harness, workload: Workload, mode: str, n: int, concurrency: int = 2
+    harness: Harness,
+    workload: Workload,
+    mode: str,
+    n: int,
+    concurrency: int = 2,
+    round_: int = 1,
 ) -> Run:
     """Measure ``n`` sagas of ``workload``, one at a time or as one burst."""
     harness.reset()
@@ -276,7 +283,7 @@ def run(
     slug = workload.name.split(",")[0].replace(" ", "-")
     worker = Worker(
         harness.app,
-        f"bench-{slug}-{mode}-{workload.loglevel}-c{concurrency}",
+        f"bench-{slug}-{mode}-{workload.loglevel}-c{concurrency}-r{round_}",
         harness.env,
         harness.log_dir,
         loglevel=workload.loglevel,
@@ -306,6 +313,7 @@ def run(
         submit_elapsed=window.submit_elapsed,
         not_completed=n - len(latencies),
         concurrency=concurrency,
+        round_no=round_,
     )
 
 

@@ -19,6 +19,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from bench.probes import TreeUsage
+from bench.throughput import Run, Snapshot
 from tests.processes import ROOT
 
 pytestmark = pytest.mark.integration
@@ -28,6 +30,7 @@ BENCH_REDIS_DB = 9
 SMALL = [
     "--serial", "3",
     "--burst", "100",
+    "--rounds", "2",
     "--order", "40",
     "--tracers", "3",
     "--finished", "2000",
@@ -107,15 +110,20 @@ def test_the_bench_runs_every_part_and_reports_each_figure(
     # then: it succeeds, and every phase finished every saga it started
     assert bench.returncode == 0, report[-3000:] + errors[-3000:]
     runs = _table(report, "workload ")
-    assert [(r["workload"], r["mode"], r["-c"], r["N"]) for r in runs] == [
-        ("raw chain", "serial", "2", "3"),
-        ("raw chain", "burst", "2", "100"),
-        ("engine", "serial", "2", "3"),
-        ("engine", "burst", "2", "100"),
-        ("engine, INFO logs", "burst", "2", "100"),
-        ("order saga", "burst", "2", "40"),
-        ("raw chain", "burst", "1", "100"),
-        ("engine", "burst", "1", "100"),
+    # (two rounds of the chain and the engine side by side, the first alternating)
+    assert [(r["workload"], r["mode"], r["-c"], r["round"], r["N"]) for r in runs] == [
+        ("raw chain", "serial", "2", "1", "3"),
+        ("engine", "serial", "2", "1", "3"),
+        ("raw chain", "burst", "2", "1", "100"),
+        ("engine", "burst", "2", "1", "100"),
+        ("engine", "serial", "2", "2", "3"),
+        ("raw chain", "serial", "2", "2", "3"),
+        ("engine", "burst", "2", "2", "100"),
+        ("raw chain", "burst", "2", "2", "100"),
+        ("engine, INFO logs", "burst", "2", "1", "100"),
+        ("order saga", "burst", "2", "1", "40"),
+        ("raw chain", "burst", "1", "1", "100"),
+        ("engine", "burst", "1", "1", "100"),
     ], report
     assert all(r["not done"] == "0" for r in runs), report
     assert all(float(r["sagas/s"]) > 0 for r in runs), report
@@ -142,6 +150,11 @@ def test_the_bench_runs_every_part_and_reports_each_figure(
     assert len(statuses) == 9, report
     met = statuses.count("MET")
     assert f"{met} of 9 targets met." in report
+    # and: each ratio against the chain gives both rounds beside its median
+    serial = next(
+        line for line in report.splitlines() if "serial p50 latency /" in line
+    )
+    assert re.search(r"\d+\.\d\dx \(.* ms vs .* ms\), rounds \S+x \S+x", serial), serial
 
     # and: the sweeper's and both step paths' profiles follow, the no-op saga's
     # at one transaction per step
@@ -157,6 +170,54 @@ def test_the_bench_runs_every_part_and_reports_each_figure(
     assert "One warm sweeper pass, profiled" in report
 
 
+def _run(workload: str, mode: str, round_no: int, rate: float) -> Run:
+    """A phase that took one second per ``rate`` sagas (the rest is zero)."""
+    usage = TreeUsage(cpu=0.0, rss_mb=100.0, pss_mb=90.0, processes=3)
+    at = Snapshot(0.0, 0.0, usage, None, None, 0.0)
+    return Run(
+        workload=workload,
+        mode=mode,
+        n=int(rate),
+        steps=3,
+        elapsed=1.0,
+        latencies=[1.0 / rate],
+        before=at,
+        after=at,
+        commits=0,
+        sessions=0,
+        round_no=round_no,
+    )
+
+
+def test_a_ratio_is_the_median_of_its_rounds_each_against_its_own_round() -> None:
+    from bench.report import paired
+
+    # given: three rounds; the machine ran twice as fast in the second one
+    runs = [
+        _run("raw chain", "burst", 1, 100),
+        _run("engine", "burst", 1, 110),
+        _run("engine", "burst", 2, 180),
+        _run("raw chain", "burst", 2, 200),
+        _run("raw chain", "burst", 3, 100),
+        _run("engine", "burst", 3, 130),
+        _run("engine", "serial", 1, 50),  # another mode: not paired here
+    ]
+
+    # when: the engine's throughput is compared with the chain's
+    found = paired(runs, "burst", lambda run: run.rate)
+
+    # then: each round against its own, the median of them, and that round's figures
+    assert found is not None
+    assert [round(r, 2) for r in found.ratios] == [1.1, 0.9, 1.3]
+    assert found.median == pytest.approx(1.1)
+    assert (found.raw.round_no, found.engine.round_no) == (1, 1)
+    assert found.describe(lambda run: f"{run.rate:.0f}/s") == (
+        "1.10x (110/s vs 100/s), rounds 1.10x 0.90x 1.30x"
+    )
+    # and: a mode with no raw side has no ratio
+    assert paired(runs, "serial", lambda run: run.rate) is None
+
+
 def test_a_probe_of_no_sagas_is_refused_naming_the_option(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -167,3 +228,6 @@ def test_a_probe_of_no_sagas_is_refused_naming_the_option(
         parse_args(["--probe", "0"])
     assert exited.value.code == 2
     assert "argument --probe: must be at least 1, not 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--rounds", "0"])
+    assert "argument --rounds: must be at least 1, not 0" in capsys.readouterr().err
