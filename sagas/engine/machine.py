@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -457,17 +458,22 @@ def _announce_on_commit(
 
 
 def _announce(lines: list[dict[str, Any]]) -> None:
+    # Below INFO the transition lines would be dropped: not built at all (a
+    # step announces two or three).
+    info = log.isEnabledFor(logging.INFO)
     for line in lines:
-        transition = f"{line['old_status'] or '-'} -> {line['new_status']}"
-        fields = {
-            k: v
-            for k, v in line.items()
-            if k not in ("old_status", "new_status", "age")
-        }
-        if line["new_status"] == SagaStatus.FAILED and not line["kind"]:
-            log.error("saga.needs_operator", transition=transition, **fields)
-        else:
-            log.info("saga.transition", transition=transition, **fields)
+        needs_operator = line["new_status"] == SagaStatus.FAILED and not line["kind"]
+        if needs_operator or info:
+            transition = f"{line['old_status'] or '-'} -> {line['new_status']}"
+            fields = {
+                k: v
+                for k, v in line.items()
+                if k not in ("old_status", "new_status", "age")
+            }
+            if needs_operator:
+                log.error("saga.needs_operator", transition=transition, **fields)
+            else:
+                log.info("saga.transition", transition=transition, **fields)
         for receiver, response in saga_transition.send_robust(sender=Saga, **line):
             if isinstance(response, Exception):
                 log.warning(
