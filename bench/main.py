@@ -249,6 +249,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             " engine / raw ratio is the median of the rounds' ratios."
         )
         print()
+        spent = report.timeline_table(runs)
+        if spent is not None:
+            print(
+                "Where an engine saga's serial time goes, from the database's"
+                " statement times (a 3-step saga: start + first + 3 steps + 2"
+                " between, the last step ending the saga):"
+            )
+            print(spent)
+            print()
         queued = [
             f"{r.workload} (round {r.round_no}) {r.submit_elapsed:.1f}s"
             for r in runs

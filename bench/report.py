@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from bench.inflight import InFlight
 from bench.scale import ScaleResult
-from bench.throughput import Run
+from bench.throughput import SEGMENTS, Run
 
 CHANGELIST_LIMIT_MS = 300.0
 SWEEP_LIMIT_MS = 50.0
@@ -77,6 +77,25 @@ def runs_table(runs: Sequence[Run]) -> str:
                 _f(run.others_load, 2),
             ]
         )
+    return table(headers, rows)
+
+
+def timeline_table(runs: Sequence[Run]) -> str | None:
+    """Return where a serial saga's time went (median ms), a column per round."""
+    serial = [run for run in runs if run.timeline is not None]
+    if not serial:
+        return None
+    headers = [
+        "engine, serial: segment (median)",
+        *(f"round {r.round_no} ms" for r in serial),
+    ]
+    rows = [
+        [
+            label,
+            *(_f((run.timeline or {}).get(name, math.nan) * 1000, 2) for run in serial),
+        ]
+        for name, label in SEGMENTS
+    ]
     return table(headers, rows)
 
 

@@ -6,10 +6,12 @@ its own worker, so that CPU, memory and database counters belong to it alone.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis
@@ -31,7 +33,7 @@ from bench.tasks import DONE_LIST, raw_chain
 from bench.worker import Worker
 from sagas.definition import SagaDefinition
 from sagas.engine import saga_start
-from sagas.models import Saga
+from sagas.models import Saga, StepAttempt
 from sagas.states import TERMINAL_SAGA_STATUSES
 
 # Tables the benchmark may fill: emptied before each phase.
@@ -60,6 +62,8 @@ class Run:
     concurrency: int = 2
     # Which round of the raw chain and the engine side by side (bench.main).
     round_no: int = 1
+    # Sagas run one by one: where each one's time went (``timeline``).
+    timeline: dict[str, float] | None = None
 
     @property
     def cpu(self) -> float:
@@ -297,6 +301,9 @@ def run(
     connections.close_all()
     final = harness.db.settled()
     ends = _finished_at(window.starts) if workload.ends_from_db else window.ends
+    spent = (
+        timeline(window.starts) if workload.ends_from_db and mode == "serial" else None
+    )
     latencies = [end - window.starts[key] for key, end in ends.items()]
     elapsed = max(ends.values()) - min(window.starts.values()) if ends else 0.0
     return Run(
@@ -314,6 +321,7 @@ def run(
         not_completed=n - len(latencies),
         concurrency=concurrency,
         round_no=round_,
+        timeline=spent,
     )
 
 
@@ -423,3 +431,45 @@ def _finished_at(starts: dict[str, float]) -> dict[str, float]:
     ends = {key: at.timestamp() for key, at in rows if at is not None}
     connections.close_all()
     return ends
+
+
+# Segments of a saga's time, in the order they happen (``timeline``).
+SEGMENTS = (
+    ("start", "saga_start called -> the saga's insert"),
+    ("first", "the insert -> the first step's lock (COMMIT, publish, broker, worker)"),
+    ("step", "a step's lock -> the statement recording it (the action, the engine)"),
+    ("between", "that statement -> the next step's lock (the write, COMMIT, BEGIN)"),
+)
+
+
+def timeline(starts: dict[str, float]) -> dict[str, float]:
+    """Return the median of each of ``SEGMENTS`` over completed sagas, in seconds.
+
+    From the database's statement times: the saga's ``created_at`` (its
+    insert), each attempt's ``started_at`` (the lock's statement) and
+    ``finished_at`` (the statement recording it); the start from the harness.
+    """
+    sagas = dict(
+        Saga.objects.filter(
+            business_key__in=list(starts), status="completed"
+        ).values_list("pk", "business_key")
+    )
+    rows = (
+        StepAttempt.objects.filter(saga_id__in=list(sagas))
+        .order_by("saga_id", "id")
+        .values_list("saga_id", "saga__created_at", "started_at", "finished_at")
+    )
+    spans: dict[str, list[float]] = {name: [] for name, _ in SEGMENTS}
+    previous: dict[Any, float] = {}
+    for saga_id, created, started, finished in rows:
+        if started is None or finished is None:
+            continue
+        if saga_id not in previous:
+            spans["start"].append(created.timestamp() - starts[sagas[saga_id]])
+            spans["first"].append(started.timestamp() - created.timestamp())
+        else:
+            spans["between"].append(started.timestamp() - previous[saga_id])
+        spans["step"].append(finished.timestamp() - started.timestamp())
+        previous[saga_id] = finished.timestamp()
+    connections.close_all()
+    return {name: statistics.median(values) for name, values in spans.items() if values}

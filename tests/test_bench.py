@@ -136,6 +136,20 @@ def test_the_bench_runs_every_part_and_reports_each_figure(
     ]
     assert all(float(cpu) > 0 for cpu in engine_pg), report
 
+    # and: where a serial engine saga's time went, each segment in each round
+    spent = _table(report, "engine, serial: segment")
+    assert [
+        row["engine, serial: segment (median)"].split(" ->")[0] for row in spent
+    ] == [
+        "saga_start called",
+        "the insert",
+        "a step's lock",
+        "that statement",
+    ], report
+    assert all(float(row[f"round {n} ms"]) >= 0 for row in spent for n in (1, 2)), (
+        report
+    )
+
     # and: the sizing table has a row per worker count, with the PG core figure
     sizing = _table(report, "worker processes ")
     assert [r["worker processes"] for r in sizing] == ["1", "2"], report
