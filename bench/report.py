@@ -141,14 +141,14 @@ class Paired:
     def median(self) -> float:
         return statistics.median(self.ratios)
 
-    def describe(self, figures: Callable[[Run], str], digits: int = 2) -> str:
+    def describe(self, figures: Callable[[Run], str]) -> str:
         """Return "1.23x (8.1 vs 6.6 ms), rounds 1.10x 1.23x 1.40x"."""
-        text = (
-            f"{self.median:.{digits}f}x ({figures(self.engine)} vs {figures(self.raw)})"
-        )
-        if len(self.ratios) > 1:
-            text += ", rounds " + " ".join(f"{r:.{digits}f}x" for r in self.ratios)
-        return text
+        text = f"{self.median:.2f}x ({figures(self.engine)} vs {figures(self.raw)})"
+        return text + (f", {self.rounds()}" if len(self.ratios) > 1 else "")
+
+    def rounds(self) -> str:
+        """Return "rounds 1.10x 1.23x 1.40x"."""
+        return "rounds " + " ".join(f"{r:.2f}x" for r in self.ratios)
 
 
 def paired(
@@ -223,7 +223,10 @@ def ratios(runs: Sequence[Run]) -> list[tuple[str, str]]:
         for label, measure in measures:
             found = paired(runs, mode, measure)
             if found is not None:
-                lines.append((f"{mode} {label}, engine / raw", _rounds(found)))
+                rounds = f" ({found.rounds()})" if len(found.ratios) > 1 else ""
+                lines.append(
+                    (f"{mode} {label}, engine / raw", f"{found.median:.2f}x{rounds}")
+                )
     info, engine = (
         _find(runs, "engine, INFO logs", "burst"),
         _find(runs, "engine", "burst"),
@@ -233,13 +236,6 @@ def ratios(runs: Sequence[Run]) -> list[tuple[str, str]]:
             ("burst worker CPU per saga, INFO / WARNING logs", _x(info.cpu, engine.cpu))
         )
     return lines
-
-
-def _rounds(found: Paired) -> str:
-    text = f"{found.median:.2f}x"
-    if len(found.ratios) > 1:
-        text += " (rounds " + " ".join(f"{r:.2f}x" for r in found.ratios) + ")"
-    return text
 
 
 def _x(a: float, b: float) -> str:

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import redis
@@ -449,27 +448,26 @@ def timeline(starts: dict[str, float]) -> dict[str, float]:
     insert), each attempt's ``started_at`` (the lock's statement) and
     ``finished_at`` (the statement recording it); the start from the harness.
     """
-    sagas = dict(
-        Saga.objects.filter(
-            business_key__in=list(starts), status="completed"
-        ).values_list("pk", "business_key")
-    )
     rows = (
-        StepAttempt.objects.filter(saga_id__in=list(sagas))
+        StepAttempt.objects.filter(
+            saga__business_key__in=list(starts), saga__status="completed"
+        )
         .order_by("saga_id", "id")
-        .values_list("saga_id", "saga__created_at", "started_at", "finished_at")
+        .values_list(
+            "saga__business_key", "saga__created_at", "started_at", "finished_at"
+        )
     )
     spans: dict[str, list[float]] = {name: [] for name, _ in SEGMENTS}
-    previous: dict[Any, float] = {}
-    for saga_id, created, started, finished in rows:
+    previous: dict[str, float] = {}
+    for key, created, started, finished in rows:
         if started is None or finished is None:
             continue
-        if saga_id not in previous:
-            spans["start"].append(created.timestamp() - starts[sagas[saga_id]])
+        if key not in previous:
+            spans["start"].append(created.timestamp() - starts[key])
             spans["first"].append(started.timestamp() - created.timestamp())
         else:
-            spans["between"].append(started.timestamp() - previous[saga_id])
+            spans["between"].append(started.timestamp() - previous[key])
         spans["step"].append(finished.timestamp() - started.timestamp())
-        previous[saga_id] = finished.timestamp()
+        previous[key] = finished.timestamp()
     connections.close_all()
     return {name: statistics.median(values) for name, values in spans.items() if values}

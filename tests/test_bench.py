@@ -245,3 +245,46 @@ def test_a_probe_of_no_sagas_is_refused_naming_the_option(
     with pytest.raises(SystemExit):
         parse_args(["--rounds", "0"])
     assert "argument --rounds: must be at least 1, not 0" in capsys.readouterr().err
+
+
+@pytest.mark.django_db
+def test_a_serial_sagas_time_is_split_at_its_statements() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from bench.throughput import timeline
+    from sagas.models import Saga, StepAttempt
+
+    # given: a completed 2-step saga whose rows carry known database times, and
+    # one still running (left out)
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def at(ms: float) -> datetime:
+        return base + timedelta(milliseconds=ms)
+
+    done = Saga.objects.create(
+        definition="bench_noop", version=1, business_key="t:1", status="completed"
+    )
+    running = Saga.objects.create(
+        definition="bench_noop", version=1, business_key="t:2", status="running"
+    )
+    Saga.objects.filter(pk=done.pk).update(created_at=at(1))
+    for index, (started, finished) in enumerate([(4, 4.5), (5.5, 6.25)]):
+        StepAttempt.objects.create(
+            saga=done, step=f"s{index}", step_index=index, kind="action", number=1,
+            status="succeeded", started_at=at(started), finished_at=at(finished),
+        )  # fmt: skip
+    StepAttempt.objects.create(
+        saga=running, step="s0", step_index=0, kind="action", number=1,
+        status="succeeded", started_at=at(0), finished_at=at(100),
+    )  # fmt: skip
+
+    # when: the harness started it at 0 ms
+    spent = timeline({"t:1": base.timestamp(), "t:2": base.timestamp()})
+
+    # then: start 1 ms, first hop 3 ms, steps 0.5 and 0.75 (median 0.625), gap 1 ms
+    assert {name: round(value * 1000, 3) for name, value in spent.items()} == {
+        "start": 1.0,
+        "first": 3.0,
+        "step": 0.625,
+        "between": 1.0,
+    }
