@@ -7,6 +7,7 @@ task name, so this module needs neither the tasks nor the engine.
 
 from __future__ import annotations
 
+import contextlib
 from functools import partial
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -74,7 +75,10 @@ def send_many(sends: list[Send]) -> None:
     if not sends:
         return
     try:
-        with current_app.producer_or_acquire() as producer:
+        with (
+            current_app.producer_or_acquire() as producer,
+            _publishing(producer.channel),
+        ):
             if len(sends) == 1:
                 _publish(producer, sends)
             else:
@@ -117,6 +121,14 @@ def _publish(producer: Any, sends: list[Send]) -> None:
         {},
         task,  # type: ignore[arg-type]
     )
+    queue = routed.get("queue")
+    # Declared once per broker connection (kombu keeps the set): copying and
+    # binding the queue only to find it there cost a tenth of a publish.
+    declared = (
+        queue is not None
+        and queue.can_cache_declaration
+        and hash(queue) in producer.channel.connection.client.declared_entities
+    )
     reply_to = app.thread_oid
     grace = conf.get("SAGAS_HARD_LIMIT_GRACE")
     priorities = _priorities()
@@ -129,9 +141,9 @@ def _publish(producer: Any, sends: list[Send]) -> None:
             # What Celery's saferepr would print, without its cost per message.
             argsrepr=repr(args),
         )
-        if i:
-            # The first message declares the queue (kombu caches it per
-            # connection); the rest skip re-binding a copy of it each.
+        if i or declared:
+            # The first message declares the queue if this connection has
+            # not; the rest skip re-binding a copy of it each.
             options["declare"] = []
         message = amqp.create_task_message(
             uuid(),
@@ -148,6 +160,12 @@ def _publish(producer: Any, sends: list[Send]) -> None:
             **options,
         )
         amqp.send_task_message(producer, STEP_TASK, message, **options)
+
+
+def _publishing(channel: Any) -> contextlib.AbstractContextManager[Any]:
+    """Keep one Redis client for the batch (``sagas.redis_transport``)."""
+    publishing = getattr(channel, "publishing", None)
+    return contextlib.nullcontext() if publishing is None else publishing()
 
 
 def send_command_on_commit(

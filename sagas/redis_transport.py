@@ -14,6 +14,8 @@ reconnects; the messages come back after the visibility timeout.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
@@ -21,11 +23,36 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 
 class Channel(kombu_redis.Channel):
+    # While the engine publishes (``publishing``), commands go through one
+    # client kept per channel: kombu builds a redis.Redis (its table of
+    # response callbacks and all) for every message it sends otherwise.
+    _kept_client: Any = None
+    _keeping: bool = False
+
     def _connparams(self, asynchronous: bool = False) -> Any:
         if self.connection.client is None:
             raise RedisConnectionError("the broker connection is already closed")
         parent: Any = super()
         return parent._connparams(asynchronous=asynchronous)
+
+    @contextlib.contextmanager
+    def publishing(self) -> Iterator[None]:
+        """Send this block's commands through the channel's kept client."""
+        keeping, self._keeping = self._keeping, True
+        try:
+            yield
+        finally:
+            self._keeping = keeping
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        parent: Any = super()
+        if asynchronous or not self._keeping:
+            return parent._create_client(asynchronous=asynchronous)
+        kept = self._kept_client
+        # A channel that reconnected has a new pool: the kept client follows.
+        if kept is None or kept.connection_pool is not self.pool:
+            kept = self._kept_client = parent._create_client()
+        return kept
 
 
 class Transport(kombu_redis.Transport):

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis
+from kombu import Queue
 from redis.connection import Connection
 
 from sagas.dispatch import STEP_TASK, Send, send_many
@@ -80,6 +81,39 @@ def test_a_batch_reaches_redis_in_one_round_trip(
     monkeypatch.undo()
     assert redis_broker.llen("celery") == 50
     assert len(writes) == 1
+
+
+def test_single_sends_reuse_one_client_and_one_declaration(
+    redis_broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a first send (it connects and declares the queue), and a count of
+    # the Redis clients built and the queue copies bound after it
+    send_many([Send(uuid.uuid4(), 1, 60.0)])
+    built: list[int] = []
+    bound: list[int] = []
+    build, bind = redis.Redis.__init__, Queue.bind
+
+    def counted_build(self: redis.Redis, *args: Any, **kwargs: Any) -> None:
+        built.append(1)
+        build(self, *args, **kwargs)
+
+    def counted_bind(self: Queue, channel: Any) -> Queue:
+        bound.append(1)
+        return bind(self, channel)
+
+    monkeypatch.setattr(redis.Redis, "__init__", counted_build)
+    monkeypatch.setattr(Queue, "bind", counted_bind)
+
+    # When five more steps are sent one by one, as commits send them
+    for n in range(2, 7):
+        send_many([Send(uuid.uuid4(), n, 60.0)])
+
+    # Then every message is queued through the client kept before, and none
+    # re-binds the queue this connection declared already
+    monkeypatch.undo()
+    assert redis_broker.llen("celery") == 6
+    assert built == []
+    assert bound == []
 
 
 _PER_MESSAGE = {"id", "root_id", "correlation_id", "delivery_tag", "argsrepr", "eta"}

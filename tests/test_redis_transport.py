@@ -49,6 +49,29 @@ def test_redis_urls_use_the_projects_transport() -> None:
         assert isinstance(connection.transport, redis_transport.Transport)
 
 
+def test_a_publishing_channel_keeps_one_client_until_its_pool_changes() -> None:
+    connection = Connection(
+        os.environ["CELERY_BROKER_URL"], transport=redis_transport.Transport
+    )
+    channel: Any = connection.default_channel
+    try:
+        # while publishing, the channel hands out one client, on its pool
+        with channel.publishing():
+            kept = channel._create_client()
+            assert channel._create_client() is kept
+        assert kept.connection_pool is channel.pool
+        # outside it, kombu's own behaviour: a client per call
+        assert channel._create_client() is not kept
+        # a channel that reconnected (kombu drops its pool) gets a new one
+        channel._pool = None
+        with channel.publishing():
+            renewed = channel._create_client()
+        assert renewed is not kept
+        assert renewed.connection_pool is channel.pool
+    finally:
+        connection.release()
+
+
 def test_a_killed_workers_message_comes_back_soon_after_the_visibility_timeout(
     start_worker: Any,
 ) -> None:

@@ -350,6 +350,8 @@ class Transition:
     saga_fields: set[str] = field(default_factory=set)
     # Keep the rows until commit and write them in one statement (PostgreSQL).
     deferred: bool = False
+    # Transition lines written so far, announced once the transaction commits.
+    lines: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.actor = clean_text(self.actor, _ACTOR_MAX)
@@ -372,7 +374,7 @@ class Transition:
             self.saga_fields = set()
         if self.events:
             self.batch.add_events(self.events)
-            _announce_on_commit(self.events, {self.saga.pk: self.saga})
+            self.lines += _transition_lines(self.events, {self.saga.pk: self.saga})
             self.events = []
 
     def saga_status(self, new: str, detail: str = "") -> None:
@@ -420,7 +422,15 @@ class Transition:
         )
 
     def commit(self) -> None:
+        """Write the rest; announce every transition once the transaction commits.
+
+        Announced last: the step messages this transaction sends, and the
+        hooks a definition registered, run before its log lines and signals.
+        """
         self.flush(saga=True)
+        if self.lines:
+            lines, self.lines = self.lines, []
+            transaction.on_commit(lambda: _announce(lines))
 
 
 def _age(saga: Saga | Due) -> float | None:
@@ -437,8 +447,16 @@ save_fields = writes.save_fields
 def _announce_on_commit(
     events: list[writes.Event], sagas: Mapping[Any, Saga | Due]
 ) -> None:
+    lines = _transition_lines(events, sagas)
+    transaction.on_commit(lambda: _announce(lines))
+
+
+def _transition_lines(
+    events: list[writes.Event], sagas: Mapping[Any, Saga | Due]
+) -> list[dict[str, Any]]:
+    """Return what ``_announce`` logs and signals for each event."""
     ages = {pk: _age(saga) for pk, saga in sagas.items()}
-    lines = [
+    return [
         {
             "saga_id": str(event.saga_id),
             "definition": sagas[event.saga_id].definition,
@@ -454,7 +472,6 @@ def _announce_on_commit(
         }
         for event in events
     ]
-    transaction.on_commit(lambda: _announce(lines))
 
 
 def _announce(lines: list[dict[str, Any]]) -> None:
