@@ -105,7 +105,9 @@ def step_execute(
                 ):
                     dispatch.send_many([nxt])
                     break
-                outcome = _traced(saga_id, nxt.attempt_id, limited=True)
+                outcome = _traced(
+                    saga_id, nxt.attempt_id, limited=True, kept=following.take_saga()
+                )
         finally:
             # An attempt recorded but neither run nor sent goes to the broker.
             left = following.take()
@@ -115,12 +117,17 @@ def step_execute(
 
 
 def _traced(
-    saga_id: UUID | str, attempt_id: int, *, limited: bool, redelivered: bool = False
+    saga_id: UUID | str,
+    attempt_id: int,
+    *,
+    limited: bool,
+    redelivered: bool = False,
+    kept: Saga | None = None,
 ) -> str:
     """Run one attempt in its own span, a child of the saga's trace."""
     with tracing.step_span(str(saga_id), attempt_id) as span:
         outcome = _execute(
-            saga_id, attempt_id, limited=limited, redelivered=redelivered
+            saga_id, attempt_id, limited=limited, redelivered=redelivered, kept=kept
         )
         span.set_attribute("saga.step.outcome", outcome)
     return outcome
@@ -169,9 +176,18 @@ def _time_limit(seconds: float, enabled: bool) -> Iterator[None]:
 
 
 def _execute(
-    saga_id: UUID | str, attempt_id: int, *, limited: bool, redelivered: bool = False
+    saga_id: UUID | str,
+    attempt_id: int,
+    *,
+    limited: bool,
+    redelivered: bool = False,
+    kept: Saga | None = None,
 ) -> str:
-    """Run one attempt and record its outcome; return it."""
+    """Run one attempt and record its outcome; return it.
+
+    ``kept``: the saga as this process's last transaction wrote it, to start
+    from if nobody has written it since (``machine.relock_saga``).
+    """
     if redelivered and _count_delivery(attempt_id) > conf.get("SAGAS_MAX_DELIVERIES"):
         return _park_poison(saga_id, attempt_id)
     machine.forget_continuation()
@@ -179,7 +195,7 @@ def _execute(
     ran = False
     try:
         with transaction.atomic():
-            claimed = _claim(saga_id, attempt_id)
+            claimed = _claim(saga_id, attempt_id, kept)
             if claimed is None:
                 return "fenced"
             if claimed is _PARKED:
@@ -257,9 +273,13 @@ def _signal(report: dict[str, Any], outcome: str) -> None:
             )
 
 
-def _claim(saga_id: UUID | str, attempt_id: int) -> _Claim | _Parked | None:
+def _claim(
+    saga_id: UUID | str, attempt_id: int, kept: Saga | None = None
+) -> _Claim | _Parked | None:
     """Lock the saga; return it ready to change, or None if the message is stale."""
-    saga = machine.lock_saga(saga_id)
+    saga = None if kept is None else machine.relock_saga(kept)
+    if saga is None:
+        saga = machine.lock_saga(saga_id)
     if saga is None or not _is_current(saga, attempt_id):
         return None
     attempt = saga.current_attempt

@@ -20,6 +20,7 @@ a step being executed from a step whose worker or message was lost.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
@@ -132,11 +133,17 @@ def budget_for(definition: SagaDefinition) -> float:
 
 @dataclass
 class Continuation:
-    """The next attempt of the saga a worker is running, kept instead of sent."""
+    """The next attempt of the saga a worker is running, kept instead of sent.
+
+    ``saga``: the saga as the transaction that recorded the attempt wrote it,
+    which the next step may start from instead of reading it again
+    (``relock_saga``).
+    """
 
     saga_id: str
     attempt_id: int | None = None
     budget: float = 0.0
+    saga: Saga | None = None
 
     def take(self) -> Send | None:
         """Return the kept attempt as a message to send or run, and forget it."""
@@ -145,6 +152,11 @@ class Continuation:
         send = Send(UUID(self.saga_id), self.attempt_id, self.budget)
         self.attempt_id = None
         return send
+
+    def take_saga(self) -> Saga | None:
+        """Return the saga as last written here, and forget it."""
+        saga, self.saga = self.saga, None
+        return saga
 
 
 _continuation: ContextVar[Continuation | None] = ContextVar(
@@ -157,6 +169,7 @@ def forget_continuation() -> None:
     holder = _continuation.get()
     if holder is not None:
         holder.attempt_id = None
+        holder.saga = None
 
 
 @contextlib.contextmanager
@@ -184,6 +197,53 @@ def lock_saga(
     """Lock a saga row (with its current attempt and the database time)."""
     query = _lock_query(connection.alias, connection.vendor, skip_locked, nowait)
     return query.fetch(saga_id)
+
+
+def relock_saga(saga: Saga) -> Saga | None:
+    """Lock a saga this process wrote last; return it if nobody wrote it since.
+
+    ``saga`` is the instance a committed transaction of this process wrote,
+    with its current attempt: if both rows are still the versions it wrote
+    (``xmin``), the instance is the row, and only its context is read again
+    (a step's function may have changed its copy). Otherwise None: the caller
+    locks it with ``lock_saga``, as if nothing had been kept.
+    """
+    attempt = saga.current_attempt
+    fence = (
+        getattr(saga, writes.XMIN, None),
+        getattr(attempt, writes.XMIN, None),
+    )
+    if connection.vendor != "postgresql" or None in fence:
+        return None
+    pk = Saga._meta.pk
+    assert pk is not None
+    row = writes.fetch_one(_relock_sql(), [pk.get_db_prep_value(saga.pk, connection)])
+    if row is None or (row[0], row[1]) != fence:
+        return None
+    saga.db_now = row[2]  # type: ignore[attr-defined]
+    context = row[3]
+    for converter in _CONTEXT.get_db_converters(connection):  # type: ignore[attr-defined]
+        context = converter(context, _CONTEXT, connection)
+    saga.context = context
+    return saga
+
+
+_CONTEXT: models.JSONField[Any, Any] = Saga._meta.get_field("context")  # type: ignore[assignment]
+
+
+@functools.cache
+def _relock_sql() -> str:
+    quote = connection.ops.quote_name
+    current = Saga._meta.get_field("current_attempt")
+    assert isinstance(current, models.ForeignKey)
+    return (
+        f"SELECT s.xmin::text, a.xmin::text, STATEMENT_TIMESTAMP(),"
+        f" s.{quote(_CONTEXT.column)}"
+        f" FROM {quote(Saga._meta.db_table)} s"
+        f" LEFT JOIN {quote(StepAttempt._meta.db_table)} a"
+        f" ON a.{quote('id')} = s.{quote(current.column)}"
+        f" WHERE s.{quote('id')} = %s FOR UPDATE OF s"
+    )
 
 
 def _lock_queryset(skip_locked: bool, nowait: bool, saga_id: Any) -> Any:
@@ -575,6 +635,7 @@ def advance(
 
             def keep() -> None:
                 holder.attempt_id, holder.budget = attempt.pk, budget
+                holder.saga = tx.saga
 
             tx.batch.then(keep)
         else:

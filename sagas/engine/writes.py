@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -53,6 +54,14 @@ class _Pending:
     instance: Row
     insert: bool
     names: set[str] = field(default_factory=set)
+    # Fields written with a database expression: their values come back.
+    computed: list[models.Field[Any, Any]] = field(default_factory=list)
+
+
+# Each row written on PostgreSQL is given back its ``xmin`` (as text): the
+# version of the row this transaction wrote, which a later transaction can
+# compare to tell whether anyone has written the row since.
+XMIN = "row_xmin"
 
 
 class Batch:
@@ -115,15 +124,26 @@ def _write(rows: list[_Pending], events: list[Event]) -> None:
     for i, pending in enumerate(rows):
         alias = f"w{i}"
         info = _info(type(pending.instance))
+        pending.computed = []
         if pending.insert:
-            sql, values = _insert_sql(db, info, pending.instance, aliases)
-            results += [f"(SELECT {column} FROM {alias})" for column in info.returning]
+            sql, values = _insert_sql(
+                db, info, pending.instance, aliases, pending.computed
+            )
+            returning = info.returning
         else:
             sql, values = _update_sql(
-                db, info, pending.instance, pending.names, aliases
+                db, info, pending.instance, pending.names, aliases, pending.computed
             )
-            sql += " RETURNING 1"
-            results.append(f"(SELECT count(*) FROM {alias})")
+            returning = []
+        returning = [
+            *returning,
+            *(info.columns[f.name][1] for f in pending.computed),
+            f"xmin::text AS {XMIN}",
+        ]
+        sql += f" RETURNING {', '.join(returning)}"
+        results += [
+            f"(SELECT {column.rsplit(' ', 1)[-1]} FROM {alias})" for column in returning
+        ]
         parts.append(f"{alias} AS ({sql})")
         params += values
     if events:
@@ -139,23 +159,31 @@ def _write(rows: list[_Pending], events: list[Event]) -> None:
 
 
 def _apply(db: BaseDatabaseWrapper, rows: list[_Pending], values: list[Any]) -> None:
-    """Give inserted rows their returned values; check each update hit its row."""
+    """Give rows their returned values; check each update hit its row.
+
+    Each row gets the values of its database defaults (inserted) and of its
+    fields written with a database expression (the clock), and ``row_xmin``.
+    """
     position = 0
     for pending in rows:
         instance = pending.instance
+        returned = pending.computed
         if pending.insert:
-            for field_ in _info(type(instance)).returning_fields:
-                value = values[position]
-                for convert in field_.get_db_converters(db):  # type: ignore[attr-defined]
-                    value = convert(value, field_, db)
-                setattr(instance, field_.attname, value)
-                position += 1
+            returned = [*_info(type(instance)).returning_fields, *returned]
+        for field_ in returned:
+            value = values[position]
+            for convert in field_.get_db_converters(db):  # type: ignore[attr-defined]
+                value = convert(value, field_, db)
+            setattr(instance, field_.attname, value)
+            position += 1
+        xmin = values[position]
+        position += 1
+        if xmin is None:
+            raise DatabaseError("Save with update_fields did not affect any rows.")
+        setattr(instance, XMIN, xmin)
+        if pending.insert:
             instance._state.adding = False
             instance._state.db = db.alias
-        else:
-            if values[position] != 1:
-                raise DatabaseError("Save with update_fields did not affect any rows.")
-            position += 1
     # Foreign keys to rows inserted here were written by reference: copy the
     # primary keys they now have.
     for pending in rows:
@@ -164,6 +192,8 @@ def _apply(db: BaseDatabaseWrapper, rows: list[_Pending], values: list[Any]) -> 
                 related = field_.get_cached_value(pending.instance)
                 if related is not None and related.pk is not None:
                     setattr(pending.instance, field_.attname, related.pk)
+                    # Setting the id drops the cached row: keep it.
+                    field_.set_cached_value(pending.instance, related)
 
 
 def fetch_one(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
@@ -186,9 +216,9 @@ def fetch_one(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
         # ask for it explicitly.
         db.connection.prepare_threshold = _NEVER
     began = time.monotonic()
-    with db.make_cursor(_prepared_cursor()(db.connection)) as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
+    cursor = _engine_cursor(db)
+    cursor.execute(sql, params)
+    row = cursor.fetchone()
     if db.queries_logged:
         # As Django's debug cursor would, with the statement as written (a
         # server-bound one has no text with its values).
@@ -198,6 +228,31 @@ def fetch_one(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
 
 
 _NEVER = 2**31 - 1
+
+
+# One cursor per database connection for the engine's statements (it keeps
+# its loaders between them), closed with the connection.
+_CURSORS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _engine_cursor(db: BaseDatabaseWrapper) -> Any:
+    """Return the engine's cursor on ``db``'s connection, Django's errors and all.
+
+    Its ``timestamptz`` columns are read by psycopg's C loader when that
+    gives what Django's own loader would: the connection's time zone is
+    Django's (Django's loader, in Python, cost a few microseconds per column
+    on every step).
+    """
+    from psycopg.types.datetime import TimestamptzLoader
+
+    raw = db.connection
+    wrapped = _CURSORS.get(raw)
+    if wrapped is None or wrapped.cursor.closed:
+        cursor = _prepared_cursor()(raw)
+        if raw.info.timezone == db.timezone:
+            cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
+        wrapped = _CURSORS[raw] = db.make_cursor(cursor)
+    return wrapped
 
 
 @functools.cache
@@ -322,7 +377,11 @@ def _compile(info: _Info, value: Any) -> tuple[str, list[Any]]:
 
 
 def _insert_sql(
-    db: BaseDatabaseWrapper, info: _Info, instance: Row, aliases: dict[int, str]
+    db: BaseDatabaseWrapper,
+    info: _Info,
+    instance: Row,
+    aliases: dict[int, str],
+    computed: list[models.Field[Any, Any]],
 ) -> tuple[str, list[Any]]:
     columns: list[str] = []
     sqls: list[str] = []
@@ -335,14 +394,12 @@ def _insert_sql(
             # The column's default is NULL: no parameter to bind.
             continue
         sql, values = _value_sql(db, info, instance, field_, value, aliases)
+        if hasattr(value, "resolve_expression"):
+            computed.append(field_)
         columns.append(column)
         sqls.append(sql)
         params += values
-    returning = f" RETURNING {', '.join(info.returning)}" if info.returning else ""
-    sql = (
-        f"INSERT INTO {info.table} ({', '.join(columns)})"
-        f" VALUES ({', '.join(sqls)}){returning}"
-    )
+    sql = f"INSERT INTO {info.table} ({', '.join(columns)}) VALUES ({', '.join(sqls)})"
     return sql, params
 
 
@@ -352,6 +409,7 @@ def _update_sql(
     instance: Row,
     names: Iterable[str],
     aliases: dict[int, str],
+    computed: list[models.Field[Any, Any]] | None = None,
 ) -> tuple[str, list[Any]]:
     sets: list[str] = []
     params: list[Any] = []
@@ -359,6 +417,8 @@ def _update_sql(
         field_, column = info.columns[name]
         value = getattr(instance, field_.attname)
         sql, values = _value_sql(db, info, instance, field_, value, aliases)
+        if computed is not None and hasattr(value, "resolve_expression"):
+            computed.append(field_)
         sets.append(f"{column} = {sql}")
         params += values
     params.append(info.pk.get_db_prep_value(instance.pk, db))
