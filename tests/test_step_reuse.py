@@ -6,11 +6,13 @@ PostgreSQL, in this process.
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+import psycopg
 import pytest
 from django.db import connection, transaction
 from django.db.models import F
@@ -194,3 +196,26 @@ def test_engine_times_on_a_utc_session_are_djangos() -> None:
     assert locked is not None
     assert locked.created_at.tzinfo is connection.timezone
     assert writes.XMIN == "row_xmin"
+
+
+def test_a_new_connection_gets_a_new_engine_cursor_and_drops_the_old() -> None:
+    # given: the engine's cursor on the current connection
+    saga = _started()
+    with transaction.atomic():
+        assert machine.lock_saga(saga.pk) is not None
+    first = getattr(connection, "_sagas_engine_cursor")
+    old = connection.connection
+
+    # when: the connection is replaced (CONN_MAX_AGE, a lost connection)
+    connection.close()
+    with transaction.atomic():
+        assert machine.lock_saga(saga.pk) is not None
+
+    # then: the engine's statements run on the new connection, and nothing
+    # of the engine still holds the old one
+    current = getattr(connection, "_sagas_engine_cursor")
+    assert current is not first
+    assert current.cursor.connection is connection.connection is not old
+    del first
+    gc.collect()
+    assert not [r for r in gc.get_referrers(old) if isinstance(r, psycopg.Cursor)]

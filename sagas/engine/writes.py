@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import json
 import time
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -230,9 +229,8 @@ def fetch_one(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
 _NEVER = 2**31 - 1
 
 
-# One cursor per database connection for the engine's statements (it keeps
-# its loaders between them), closed with the connection.
-_CURSORS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+# The attribute of a Django connection holding the engine's cursor on it.
+_CURSOR = "_sagas_engine_cursor"
 
 
 def _engine_cursor(db: BaseDatabaseWrapper) -> Any:
@@ -246,12 +244,15 @@ def _engine_cursor(db: BaseDatabaseWrapper) -> Any:
     from psycopg.types.datetime import TimestamptzLoader
 
     raw = db.connection
-    wrapped = _CURSORS.get(raw)
-    if wrapped is None or wrapped.cursor.closed:
+    wrapped = getattr(db, _CURSOR, None)
+    # One per connection: a new connection (reconnected, or past
+    # CONN_MAX_AGE) replaces it, and the old one goes with the old connection.
+    if wrapped is None or wrapped.cursor.connection is not raw or wrapped.cursor.closed:
         cursor = _prepared_cursor()(raw)
         if raw.info.timezone == db.timezone:
             cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
-        wrapped = _CURSORS[raw] = db.make_cursor(cursor)
+        wrapped = db.make_cursor(cursor)
+        setattr(db, _CURSOR, wrapped)
     return wrapped
 
 
