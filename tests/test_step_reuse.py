@@ -203,7 +203,7 @@ def test_a_new_connection_gets_a_new_engine_cursor_and_drops_the_old() -> None:
     saga = _started()
     with transaction.atomic():
         assert machine.lock_saga(saga.pk) is not None
-    first = getattr(connection, "_sagas_engine_cursor")
+    first = getattr(connection, writes.CURSOR_ATTRIBUTE)
     old = connection.connection
 
     # when: the connection is replaced (CONN_MAX_AGE, a lost connection)
@@ -213,7 +213,7 @@ def test_a_new_connection_gets_a_new_engine_cursor_and_drops_the_old() -> None:
 
     # then: the engine's statements run on the new connection, and nothing
     # of the engine still holds the old one
-    current = getattr(connection, "_sagas_engine_cursor")
+    current = getattr(connection, writes.CURSOR_ATTRIBUTE)
     assert current is not first
     assert current.cursor.connection is connection.connection is not old
     del first

@@ -230,7 +230,7 @@ _NEVER = 2**31 - 1
 
 
 # The attribute of a Django connection holding the engine's cursor on it.
-_CURSOR = "_sagas_engine_cursor"
+CURSOR_ATTRIBUTE = "_sagas_engine_cursor"
 
 
 def _engine_cursor(db: BaseDatabaseWrapper) -> Any:
@@ -244,7 +244,7 @@ def _engine_cursor(db: BaseDatabaseWrapper) -> Any:
     from psycopg.types.datetime import TimestamptzLoader
 
     raw = db.connection
-    wrapped = getattr(db, _CURSOR, None)
+    wrapped = getattr(db, CURSOR_ATTRIBUTE, None)
     # One per connection: a new connection (reconnected, or past
     # CONN_MAX_AGE) replaces it, and the old one goes with the old connection.
     if wrapped is None or wrapped.cursor.connection is not raw or wrapped.cursor.closed:
@@ -252,7 +252,7 @@ def _engine_cursor(db: BaseDatabaseWrapper) -> Any:
         if raw.info.timezone == db.timezone:
             cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
         wrapped = db.make_cursor(cursor)
-        setattr(db, _CURSOR, wrapped)
+        setattr(db, CURSOR_ATTRIBUTE, wrapped)
     return wrapped
 
 
