@@ -169,16 +169,17 @@ def _apply(db: BaseDatabaseWrapper, rows: list[_Pending], values: list[Any]) -> 
         returned = pending.computed
         if pending.insert:
             returned = [*_info(type(instance)).returning_fields, *returned]
+        # ``xmin`` comes last: NULL when an update found no row.
+        xmin = values[position + len(returned)]
+        if xmin is None:
+            raise DatabaseError("Save with update_fields did not affect any rows.")
         for field_ in returned:
             value = values[position]
             for convert in field_.get_db_converters(db):  # type: ignore[attr-defined]
                 value = convert(value, field_, db)
             setattr(instance, field_.attname, value)
             position += 1
-        xmin = values[position]
         position += 1
-        if xmin is None:
-            raise DatabaseError("Save with update_fields did not affect any rows.")
         setattr(instance, XMIN, xmin)
         if pending.insert:
             instance._state.adding = False
