@@ -80,8 +80,11 @@ def test_an_inline_step_locks_without_reading_the_saga_again() -> None:
         step_execute(saga.pk, saga.current_attempt_id, continue_inline=True)
 
     # then: one full lock, then a lock of the rows it wrote for each next step
-    locks = [q["sql"] for q in captured.captured_queries if "FOR UPDATE" in q["sql"]]
+    statements = [q["sql"] for q in captured.captured_queries]
+    locks = [sql for sql in statements if "FOR UPDATE" in sql]
     assert len(locks) == 3
+    # and nothing else is read: BEGIN, the lock, the write, COMMIT a step
+    assert len(statements) == 3 * 4, statements
     assert "s.xmin" not in locks[0]
     assert all("s.xmin" in sql for sql in locks[1:])
     saga.refresh_from_db()

@@ -208,7 +208,9 @@ def relock_saga(saga: Saga) -> Saga | None:
     (a step's function may have changed its copy). Otherwise None: the caller
     locks it with ``lock_saga``, as if nothing had been kept.
     """
-    attempt = saga.current_attempt
+    # The attempt the write left cached; never loaded here (that would be a
+    # query of its own).
+    attempt = _CURRENT_ATTEMPT.get_cached_value(saga, default=None)
     fence = (
         getattr(saga, writes.XMIN, None),
         getattr(attempt, writes.XMIN, None),
@@ -229,19 +231,20 @@ def relock_saga(saga: Saga) -> Saga | None:
 
 
 _CONTEXT: models.JSONField[Any, Any] = Saga._meta.get_field("context")  # type: ignore[assignment]
+_CURRENT_ATTEMPT: models.ForeignKey[Any, Any] = Saga._meta.get_field(  # type: ignore[assignment]
+    "current_attempt"
+)
 
 
 @functools.cache
 def _relock_sql() -> str:
     quote = connection.ops.quote_name
-    current = Saga._meta.get_field("current_attempt")
-    assert isinstance(current, models.ForeignKey)
     return (
         f"SELECT s.xmin::text, a.xmin::text, STATEMENT_TIMESTAMP(),"
         f" s.{quote(_CONTEXT.column)}"
         f" FROM {quote(Saga._meta.db_table)} s"
         f" LEFT JOIN {quote(StepAttempt._meta.db_table)} a"
-        f" ON a.{quote('id')} = s.{quote(current.column)}"
+        f" ON a.{quote('id')} = s.{quote(_CURRENT_ATTEMPT.column)}"
         f" WHERE s.{quote('id')} = %s FOR UPDATE OF s"
     )
 

@@ -242,13 +242,13 @@ def _engine_cursor(db: BaseDatabaseWrapper) -> Any:
     Django's (Django's loader, in Python, cost a few microseconds per column
     on every step).
     """
-    from psycopg.types.datetime import TimestamptzLoader
-
     raw = db.connection
     wrapped = getattr(db, CURSOR_ATTRIBUTE, None)
     # One per connection: a new connection (reconnected, or past
     # CONN_MAX_AGE) replaces it, and the old one goes with the old connection.
     if wrapped is None or wrapped.cursor.connection is not raw or wrapped.cursor.closed:
+        from psycopg.types.datetime import TimestamptzLoader
+
         cursor = _prepared_cursor()(raw)
         if raw.info.timezone == db.timezone:
             cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
